@@ -1,0 +1,329 @@
+"""Audio in: decode, check, mix down, resample and pad/crop, driven by one frozen `AudioSpec`.
+
+Everything libsndfile reads is accepted (WAV of any PCM width or float, FLAC, OGG, AIFF and
+AIFF-C, MP3 with libsndfile >= 1.1). The container is detected from the content, not the name,
+so AIFF-C data stored under a ``.wav`` name reads fine.
+
+Bad input raises `AudioError`, whose message names the file and the reason. All-zero audio
+is not an error but emits a `SilentAudioWarning`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "AudioSpec",
+    "PAPER_SPEC",
+    "SilentAudioWarning",
+    "fix_length",
+    "load",
+    "preprocess",
+    "probe",
+    "read",
+]
+
+Source = str | os.PathLike | BinaryIO | bytes
+
+
+class AudioError(ValueError):
+    """An audio input that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class SilentAudioWarning(UserWarning):
+    """The audio decoded fine but every sample is zero."""
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """How every clip is brought to a common form before feature extraction.
+
+    Attributes:
+        sampling_rate: Target rate in Hz; other rates are resampled with soxr.
+        mono: Mix multi-channel audio down to one channel (mean of channels).
+        duration: Fixed length in seconds (zero-padded at the end or cropped), or None to
+            keep each clip's own length.
+        crop: Where a longer clip is cut: ``"start"`` keeps the beginning, ``"center"``
+            keeps the middle.
+        min_duration: Clips shorter than this (before padding), in seconds, are rejected.
+        max_duration: Clips longer than this, in seconds, are rejected before decoding, so
+            a bogus header cannot make the reader allocate unbounded memory.
+    """
+
+    sampling_rate: int = 16000
+    mono: bool = True
+    duration: float | None = 7.0
+    crop: Literal["start", "center"] = "start"
+    min_duration: float = 0.0
+    max_duration: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if int(self.sampling_rate) != self.sampling_rate or self.sampling_rate <= 0:
+            raise ValueError(f"AudioSpec.sampling_rate must be a positive integer, got {self.sampling_rate!r}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"AudioSpec.duration must be positive or None, got {self.duration!r}")
+        if self.crop not in ("start", "center"):
+            raise ValueError(f"AudioSpec.crop must be 'start' or 'center', got {self.crop!r}")
+        if self.min_duration < 0 or not self.max_duration > self.min_duration:
+            raise ValueError(
+                f"AudioSpec needs 0 <= min_duration < max_duration, got {self.min_duration!r}, {self.max_duration!r}"
+            )
+        if not self.mono:
+            # Everything downstream (encoders, spectrograms) expects one channel.
+            raise ValueError("AudioSpec.mono=False is not supported: serkit models take one channel")
+
+    @property
+    def num_samples(self) -> int | None:
+        """Fixed length in samples, or None when clips keep their own length."""
+        return None if self.duration is None else int(round(self.duration * self.sampling_rate))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (model.json, cache metadata)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AudioSpec":
+        """Rebuild from `to_dict` output; unknown keys are an error naming them."""
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown AudioSpec keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**data)
+
+
+#: The source paper's preprocessing: 16 kHz mono, zero-padded or cut to 7 s.
+PAPER_SPEC = AudioSpec()
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header says about a file, without decoding it."""
+
+    sampling_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sampling_rate if self.sampling_rate else 0.0
+
+
+def _name(source: Source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return str(getattr(source, "name", "<audio stream>"))
+
+
+def _open(source: Source, label: str):
+    """Open with soundfile, turning every failure into an AudioError that names the file."""
+    import soundfile as sf
+
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError(label, "file not found")
+        if path.is_dir():
+            raise AudioError(label, "is a directory, not an audio file")
+        if path.stat().st_size == 0:
+            raise AudioError(label, "empty file (0 bytes)")
+    else:
+        try:
+            pos = source.tell()
+            size = source.seek(0, io.SEEK_END) - pos
+            source.seek(pos)
+        except (AttributeError, OSError, ValueError):
+            size = None
+        if size == 0:
+            raise AudioError(label, "empty file (0 bytes)")
+    try:
+        return sf.SoundFile(source)
+    except sf.LibsndfileError as exc:
+        raise AudioError(label, f"not a readable audio file ({exc.error_string})") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(label, f"not a readable audio file ({exc})") from None
+
+
+def _info_of(handle) -> AudioInfo:
+    return AudioInfo(
+        sampling_rate=int(handle.samplerate),
+        channels=int(handle.channels),
+        frames=int(handle.frames),
+        format=str(handle.format),
+        subtype=str(handle.subtype),
+    )
+
+
+def probe(source: Source, *, name: str | None = None) -> AudioInfo:
+    """Read a file's header: rate, channels, frames, container and sample format.
+
+    Args:
+        source: A path, an open binary file or the file's bytes.
+        name: Name used in error messages when `source` is not a path.
+
+    Returns:
+        The header information.
+
+    Raises:
+        AudioError: The file is missing, empty, not audio, or has no samples.
+    """
+    label = _name(source, name)
+    with _open(source, label) as handle:
+        info = _info_of(handle)
+    if info.frames <= 0:
+        raise AudioError(label, "contains no samples (zero-length audio)")
+    return info
+
+
+def read(
+    source: Source,
+    *,
+    max_duration: float = AudioSpec.max_duration,
+    min_duration: float = 0.0,
+    name: str | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 samples with every input check applied.
+
+    Args:
+        source: A path, an open binary file or the file's bytes.
+        max_duration: Longer files are rejected from the header, before any allocation.
+        min_duration: Shorter files are rejected.
+        name: Name used in error messages when `source` is not a path.
+
+    Returns:
+        ``(signal, sampling_rate)`` with `signal` of shape (frames, channels), float32.
+
+    Raises:
+        AudioError: Missing, empty, not audio, zero-length, truncated or corrupt, NaN/Inf
+            samples, too short or too long.
+    """
+    label = _name(source, name)
+    with _open(source, label) as handle:
+        info = _info_of(handle)
+        if info.frames <= 0:
+            raise AudioError(label, "contains no samples (zero-length audio)")
+        max_frames = int(math.ceil(max_duration * info.sampling_rate))
+        if info.frames > max_frames:
+            raise AudioError(
+                label, f"too long: header says {info.duration:.1f} s, maximum is {max_duration:g} s"
+            )
+        try:
+            signal = handle.read(frames=info.frames, dtype="float32", always_2d=True)
+        except Exception as exc:  # libsndfile reports decode errors as several types
+            raise AudioError(label, f"corrupt or truncated audio data ({exc})") from None
+    if signal.shape[0] < info.frames:
+        raise AudioError(
+            label, f"truncated: header says {info.frames} frames, only {signal.shape[0]} could be read"
+        )
+    if not np.isfinite(signal).all():
+        raise AudioError(label, "contains NaN or Inf samples")
+    if info.duration < min_duration:
+        raise AudioError(label, f"too short: {info.duration:.3f} s, minimum is {min_duration:g} s")
+    return signal, info.sampling_rate
+
+
+def fix_length(signal: np.ndarray, num_samples: int, crop: str = "start") -> np.ndarray:
+    """Zero-pad at the end or cut a 1-D signal to exactly `num_samples`.
+
+    Args:
+        signal: 1-D samples.
+        num_samples: Target length.
+        crop: ``"start"`` keeps the beginning of a longer signal, ``"center"`` the middle.
+
+    Returns:
+        A new array of length `num_samples`.
+    """
+    n = signal.shape[-1]
+    if n == num_samples:
+        return signal.copy()
+    if n < num_samples:
+        out = np.zeros(signal.shape[:-1] + (num_samples,), dtype=signal.dtype)
+        out[..., :n] = signal
+        return out
+    start = 0 if crop == "start" else (n - num_samples) // 2
+    return signal[..., start : start + num_samples].copy()
+
+
+def preprocess(
+    signal: np.ndarray, sampling_rate: int, spec: AudioSpec = PAPER_SPEC, *, name: str = "<signal>"
+) -> np.ndarray:
+    """Bring decoded samples to `spec`: mono, resampled, padded or cropped.
+
+    Args:
+        signal: Samples, shape (frames,) or (frames, channels).
+        sampling_rate: Rate of `signal` in Hz.
+        spec: Target form.
+        name: Used in warnings and errors.
+
+    Returns:
+        1-D float32 signal at ``spec.sampling_rate``, of ``spec.num_samples`` samples when
+        the spec fixes a duration.
+
+    Raises:
+        AudioError: NaN/Inf samples, or shorter than ``spec.min_duration``.
+    """
+    import soxr
+
+    signal = np.asarray(signal, dtype=np.float32)
+    if signal.ndim == 2:
+        signal = signal.mean(axis=1, dtype=np.float32) if signal.shape[1] > 1 else signal[:, 0]
+    elif signal.ndim != 1:
+        raise AudioError(name, f"expected samples of shape (frames,) or (frames, channels), got {signal.shape}")
+    if signal.size == 0:
+        raise AudioError(name, "contains no samples (zero-length audio)")
+    if not np.isfinite(signal).all():
+        raise AudioError(name, "contains NaN or Inf samples")
+    duration = signal.size / sampling_rate
+    if duration < spec.min_duration:
+        raise AudioError(name, f"too short: {duration:.3f} s, minimum is {spec.min_duration:g} s")
+    if duration > spec.max_duration:
+        raise AudioError(name, f"too long: {duration:.1f} s, maximum is {spec.max_duration:g} s")
+    if not np.any(signal):
+        warnings.warn(f"{name}: all samples are zero (silent audio)", SilentAudioWarning, stacklevel=2)
+    if sampling_rate != spec.sampling_rate:
+        signal = soxr.resample(signal, sampling_rate, spec.sampling_rate, quality="HQ").astype(np.float32, copy=False)
+    if spec.num_samples is not None:
+        signal = fix_length(signal, spec.num_samples, spec.crop)
+    return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def load(source: Source, spec: AudioSpec = PAPER_SPEC, *, name: str | None = None) -> np.ndarray:
+    """Read a file and bring it to `spec`: the one preprocessing path every feature uses.
+
+    Args:
+        source: A path, an open binary file or the file's bytes.
+        spec: Target form (default: the paper's 16 kHz mono 7 s).
+        name: Name used in error messages when `source` is not a path.
+
+    Returns:
+        1-D float32 signal at ``spec.sampling_rate``.
+
+    Raises:
+        AudioError: For every kind of bad input (see `read`).
+    """
+    label = _name(source, name)
+    signal, sampling_rate = read(
+        source, max_duration=spec.max_duration, min_duration=spec.min_duration, name=label
+    )
+    return preprocess(signal, sampling_rate, spec, name=label)

@@ -1,0 +1,100 @@
+"""The extractor contract shared by every feature kind.
+
+An extractor is a name, a frozen config dataclass, an `AudioSpec`, ``extract(signal,
+sampling_rate) -> {output name: array}`` and a ``fingerprint()`` that covers every setting
+that changes the numbers (the config, the AudioSpec, the model id and revision, the cache
+format version), so cached features are never reused across settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+import importlib
+import json
+from dataclasses import asdict, fields, is_dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from serkit.audio import AudioSpec
+
+__all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict"]
+
+#: Bump when the on-disk layout of cached features changes; part of every fingerprint.
+CACHE_FORMAT_VERSION = 1
+
+#: Feature kind -> "module:Class"; imported only when used.
+EXTRACTORS: dict[str, str] = {
+    "ssl": "serkit.features.ssl:SSLExtractor",
+    "logmel": "serkit.features.spectral:LogMelExtractor",
+    "mfcc": "serkit.features.spectral:MFCCExtractor",
+    "opensmile": "serkit.features.opensmile:OpenSmileExtractor",
+}
+
+
+def config_from_dict(config_cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a frozen config dataclass, naming unknown keys and the allowed ones."""
+    allowed = [f.name for f in fields(config_cls)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown}; allowed: {allowed}")
+    return config_cls(**data)
+
+
+class Extractor(ABC):
+    """Base class: subclasses set `name` and `config_class`, and implement `extract`.
+
+    Subclasses may override `extract_batch` to run several signals at once and `identity`
+    to add what the config does not say (for SSL models, the resolved revision).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+
+    def __init__(self, config: Any = None, spec: AudioSpec | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not is_dataclass(self.config):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
+        self.spec = spec if spec is not None else self.default_spec()
+
+    def default_spec(self) -> AudioSpec:
+        """The AudioSpec used when none is given (16 kHz, native length)."""
+        return AudioSpec(duration=None)
+
+    @abstractmethod
+    def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
+        """Features of one preprocessed 1-D signal, as named arrays."""
+
+    def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
+        """Features of several signals; the default runs them one by one."""
+        return [self.extract(s, sampling_rate) for s in signals]
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the numbers, as JSON-able data."""
+        return {
+            "kind": self.name,
+            "config": asdict(self.config),
+            "audio_spec": self.spec.to_dict(),
+            "cache_format": CACHE_FORMAT_VERSION,
+        }
+
+    def fingerprint(self) -> str:
+        """A short stable hash of `identity`: names the cache directory."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def build_extractor(config: dict[str, Any], spec: AudioSpec | None = None) -> Extractor:
+    """Make an extractor from ``{"kind": ..., <settings>}``.
+
+    Raises:
+        ValueError: Unknown kind or setting; the message lists the allowed ones.
+    """
+    settings = dict(config)
+    kind = settings.pop("kind", None)
+    if kind not in EXTRACTORS:
+        raise ValueError(f"feature kind {kind!r} unknown; known: {sorted(EXTRACTORS)}")
+    module_name, class_name = EXTRACTORS[kind].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(config_from_dict(cls.config_class, settings, f"features.{kind}"), spec)
