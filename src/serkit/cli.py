@@ -104,6 +104,52 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from serkit.features import build_extractor
+    from serkit.features.extract import distributed_env, extract_manifest, finish_run, load_feature_config
+    from serkit.schema import read_manifest
+
+    config = load_feature_config(args.features, [_parse_option(o) for o in args.set])
+    extractor = build_extractor(config)
+    manifest = read_manifest(args.manifest)
+    rank, world, local_rank = distributed_env()
+    dist = _init_distributed(world, local_rank)
+    result = extract_manifest(
+        manifest, extractor, args.cache, batch_size=args.batch_size, rank=rank, world_size=world,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if dist is not None:
+        dist.barrier()
+    if rank != 0:
+        return 0
+    failed = finish_run(result.cache_dir, extractor)
+    rate = result.computed / result.seconds if result.seconds else 0.0
+    print(f"features: {result.cache_dir}")
+    print(f"  {result.total} utterances (this rank), {result.already_cached} already cached, "
+          f"{result.computed} computed in {result.seconds:.1f} s ({rate:.2f} files/s)")
+    if failed:
+        print(f"{len(failed)} utterance(s) failed; see {result.cache_dir / 'errors.csv'}", file=sys.stderr)
+        for item in failed[:10]:
+            print(f"  {item['utt_id']} ({item['path']}): {item['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _init_distributed(world: int, local_rank: int):
+    """Join torchrun's process group (gloo on CPU, NCCL on GPUs); None for one process."""
+    if world <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return dist
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from serkit.download import download_corpus
 
@@ -143,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice", choices=("auto", "espeak", "source-filter"), default="auto",
                    help="espeak-ng speech when installed (auto), or the built-in source-filter voice")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("extract", help="compute features of a manifest into the cache (resumable)")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("-f", "--features", required=True,
+                   help="feature kind (ssl, logmel, mfcc, opensmile) or a .toml/.json feature configuration")
+    p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; repeatable")
+    p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("download", help="fetch a corpus's official archives and prepare its manifest")
     p.add_argument("corpus", choices=("shemo",))

@@ -12,6 +12,7 @@ import hashlib
 from abc import ABC, abstractmethod
 import importlib
 import json
+from pathlib import Path
 from dataclasses import asdict, fields, is_dataclass
 from typing import Any, ClassVar
 
@@ -65,6 +66,13 @@ class Extractor(ABC):
     @abstractmethod
     def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
         """Features of one preprocessed 1-D signal, as named arrays."""
+
+    def setup(self, workdir: Path | None = None) -> None:
+        """Load models or export files before extraction; `workdir` is the cache folder.
+
+        Called once by the extraction pipeline; the default does nothing. Extractors that
+        keep a derived file (such as an ONNX export) keep it under `workdir`.
+        """
 
     def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
         """Features of several signals; the default runs them one by one."""
