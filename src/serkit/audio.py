@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -196,6 +197,87 @@ def probe(source: Source, *, name: str | None = None) -> AudioInfo:
     return info
 
 
+#: libsndfile's frame count for a stream whose header does not state its length.
+_UNKNOWN_FRAMES = 2**63 - 1
+
+#: Samples decoded per block in `read`: memory follows the data actually decoded, never the
+#: frame count a header claims (libsndfile trusts FLAC's and OGG's headers).
+_BLOCK_SAMPLES = 1 << 20
+
+#: WAV format tags with exactly one block (``block_align`` bytes) per frame: PCM, float, A/u-law.
+_WAV_FRAME_TAGS = {0x0001, 0x0003, 0x0006, 0x0007}
+
+#: AIFF-C compression types whose COMM frame count is a plain sample-frame count.
+_AIFC_FRAME_TYPES = {
+    b"NONE", b"sowt", b"twos", b"fl32", b"FL32", b"fl64", b"FL64", b"ulaw", b"ULAW", b"alaw", b"ALAW"
+}
+
+
+def _chunks(f: BinaryIO, byteorder: Literal["little", "big"]):
+    """Yield (chunk id, size) for the chunks of a RIFF/IFF body, `f` positioned at each body."""
+    for _ in range(256):  # a real header has a handful of chunks; stop on garbage
+        header = f.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:], byteorder)
+        start = f.tell()
+        yield header[:4], size
+        f.seek(start + size + (size & 1))  # chunks are padded to an even length
+
+
+def _header_frames(f: BinaryIO) -> int | None:
+    """Frames a WAV/RF64/AIFF(-C) header itself declares, or None (other container, unknown)."""
+    head = f.read(12)
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        tag = block_align = ds64_data = None
+        for chunk, size in _chunks(f, "little"):
+            if chunk == b"ds64" and size >= 16:
+                ds64_data = struct.unpack("<QQ", f.read(16))[1]
+            elif chunk == b"fmt " and size >= 16:
+                body = f.read(min(size, 40))
+                tag, block_align = struct.unpack_from("<H", body)[0], struct.unpack_from("<H", body, 12)[0]
+                if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: tag in the GUID
+                    tag = struct.unpack_from("<H", body, 24)[0]
+            elif chunk == b"data":
+                if head[:4] == b"RF64" and size == 0xFFFFFFFF:
+                    size = ds64_data
+                elif size == 0xFFFFFFFF:
+                    return None  # what a writer that cannot seek back leaves: length unknown
+                if size is None or tag not in _WAV_FRAME_TAGS or not block_align:
+                    return None
+                return size // block_align
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        for chunk, size in _chunks(f, "big"):
+            if chunk == b"COMM" and size >= 18:
+                body = f.read(min(size, 22))
+                if head[8:12] == b"AIFC" and body[18:22] not in _AIFC_FRAME_TYPES:
+                    return None
+                return struct.unpack_from(">I", body, 2)[0]
+    return None
+
+
+def _declared_frames(source: Source) -> int | None:
+    """The frame count in a WAV/RF64/AIFF(-C) header, read from the raw bytes; None if unknown.
+
+    libsndfile silently lowers these containers' frame count to the data actually present, so
+    without this a truncated file, or a header claiming days of audio in a tiny file, would read
+    as a shorter clip without any error.
+    """
+    try:
+        if isinstance(source, bytes):
+            return _header_frames(io.BytesIO(source))
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                return _header_frames(f)
+        pos = source.tell()  # an open binary file: parse from here, then put it back
+        try:
+            return _header_frames(source)
+        finally:
+            source.seek(pos)
+    except (OSError, ValueError, AttributeError, TypeError, struct.error):
+        return None  # missing, not seekable, not bytes...: _open reports what is wrong
+
+
 def read(
     source: Source,
     *,
@@ -219,19 +301,43 @@ def read(
             samples, too short or too long.
     """
     label = _name(source, name)
+    declared = _declared_frames(source)
     with _open(source, label) as handle:
         info = _info_of(handle)
+        # For WAV/RF64/AIFF libsndfile's count is already cut to the data present: compare it
+        # with what the header itself claims to catch truncated files and lying headers.
+        if declared is not None and declared > info.frames:
+            raise AudioError(
+                label, f"truncated: header says {declared} frames, the file holds only {info.frames}"
+            )
         if info.frames <= 0:
             raise AudioError(label, "contains no samples (zero-length audio)")
+        if info.frames == _UNKNOWN_FRAMES:  # e.g. a streamed FLAC with no total sample count
+            raise AudioError(label, "header does not state the length (streamed file); re-encode it")
         max_frames = int(math.ceil(max_duration * info.sampling_rate))
         if info.frames > max_frames:
             raise AudioError(
                 label, f"too long: header says {info.duration:.1f} s, maximum is {max_duration:g} s"
             )
+        # Decode in blocks rather than one read of info.frames: soundfile allocates the whole
+        # output up front, so a FLAC header claiming an hour would cost an hour of memory even
+        # when the file holds one second.
+        step = max(1, _BLOCK_SAMPLES // info.channels)
+        blocks: list[np.ndarray] = []
+        remaining = info.frames
         try:
-            signal = handle.read(frames=info.frames, dtype="float32", always_2d=True)
+            while remaining > 0:
+                block = handle.read(frames=min(step, remaining), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
+                remaining -= block.shape[0]
         except Exception as exc:  # libsndfile reports decode errors as several types
             raise AudioError(label, f"corrupt or truncated audio data ({exc})") from None
+    if not blocks:
+        signal = np.zeros((0, info.channels), dtype=np.float32)
+    else:
+        signal = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     if signal.shape[0] < info.frames:
         raise AudioError(
             label, f"truncated: header says {info.frames} frames, only {signal.shape[0]} could be read"
