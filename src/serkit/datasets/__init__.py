@@ -42,7 +42,7 @@ def adapter_options(corpus: str) -> dict[str, inspect.Parameter]:
     return {n: p for n, p in params.items() if n != "root" and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
-def prepare(corpus: str, root: str | os.PathLike, **options) -> pd.DataFrame:
+def prepare(corpus: str, root: str | os.PathLike, /, **options) -> pd.DataFrame:
     """Build the manifest of a corpus found under `root`.
 
     Args:

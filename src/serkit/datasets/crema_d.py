@@ -1,0 +1,135 @@
+"""CREMA-D, the Crowd-sourced Emotional Multimodal Actors Dataset (English).
+
+7442 clips by 91 actors (48 male, 43 female, aged 20-74) speaking 12 sentences in six
+emotions, 16 kHz mono WAV (Cao et al., IEEE Trans. Affective Computing 5(4), 2014;
+github.com/CheyneyComputerScience/CREMA-D).
+
+Layout: audio in ``AudioWAV/`` (found anywhere below the root); the actors' demographics in
+``VideoDemographics.csv`` (columns ActorID, Age, Sex, Race, Ethnicity; Sex is Male/Female).
+
+File naming, e.g. ``1001_DFA_ANG_XX.wav``: 4-digit actor id, sentence code, emotion code,
+intensity code.
+
+- Sentences: IEO, TIE, IOM, IWW, TAI, MTI, IWL, ITH, DFA, ITS, TSI, WSI.
+- Emotions -> labels: ``ANG`` anger, ``DIS`` disgust, ``FEA`` fear, ``HAP`` happy,
+  ``NEU`` neutral, ``SAD`` sad.
+- Intensity: ``LO`` low, ``MD`` medium, ``HI`` high, ``XX`` unspecified. Older copies name one
+  file ``1040_ITH_SAD_X.wav`` (fixed upstream to ``_XX``); ``X`` is accepted as ``XX``.
+
+The speaker column is the actor id. Gender comes from ``VideoDemographics.csv`` when it is found
+below the root or given as ``demographics``; without it every gender is ``unknown``. The labels
+are the intended (acted) emotions, not the crowd-sourced perceived ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from serkit.datasets._common import (
+    audio_files,
+    existing_dir,
+    existing_file,
+    finish,
+    frame_of,
+    match_names,
+    normalize_gender,
+    shorten,
+)
+
+__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+
+log = logging.getLogger(__name__)
+
+NAME = "crema_d"
+
+EMOTIONS: dict[str, str] = {
+    "ANG": "anger",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
+LABELS: tuple[str, ...] = tuple(EMOTIONS.values())
+SENTENCES: tuple[str, ...] = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
+DEMOGRAPHICS_FILE = "VideoDemographics.csv"
+
+_NAMING = re.compile(
+    rf"(?P<actor>\d{{4}})_(?P<sentence>{'|'.join(SENTENCES)})_(?P<emotion>{'|'.join(EMOTIONS)})"
+    r"_(?P<intensity>LO|MD|HI|XX|X)"
+)
+
+
+def list_utterances(root: str | os.PathLike, *, demographics: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read CREMA-D's file names (and the actors' sex) into manifest rows.
+
+    Args:
+        root: The corpus folder (holding ``AudioWAV/``).
+        demographics: ``VideoDemographics.csv``; by default it is looked for below `root`.
+
+    Returns:
+        Rows with utt_id (the file stem), path, speaker (actor id), gender, label.
+
+    Raises:
+        FileNotFoundError: `root` or the given `demographics` does not exist.
+        ValueError: The demographics file lacks ActorID/Sex or has unknown Sex values.
+    """
+    folder = existing_dir(root)
+    table = _find_demographics(folder, demographics)
+    genders = read_demographics(table) if table is not None else {}
+    rows = [
+        {
+            "utt_id": path.stem,
+            "path": str(path),
+            "speaker": found["actor"],
+            "gender": genders.get(found["actor"], "unknown"),
+            "label": EMOTIONS[found["emotion"]],
+        }
+        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "1001_DFA_ANG_XX.wav", folder)
+    ]
+    frame = frame_of(rows)
+    if table is None:
+        log.warning("%s: %s not found below %s; every gender is 'unknown'", NAME, DEMOGRAPHICS_FILE, folder)
+    else:
+        absent = sorted(set(frame["speaker"]) - set(genders))
+        if absent:
+            log.warning("%s: actor(s) %s are not in %s; their gender is 'unknown'", NAME, shorten(absent), table)
+    return frame
+
+
+def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
+    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    return finish(list_utterances(root, **options), NAME, LABELS)
+
+
+def read_demographics(path: str | os.PathLike) -> dict[str, str]:
+    """``{actor id: gender}`` from ``VideoDemographics.csv``.
+
+    Raises:
+        ValueError: Missing ActorID/Sex columns or unrecognised Sex values (listed).
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable demographics CSV ({exc})") from None
+    table.columns = [c.strip() for c in table.columns]
+    missing = {"ActorID", "Sex"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: lacks column(s) {sorted(missing)}; found {list(table.columns)}")
+    genders = {actor.strip(): normalize_gender(sex) for actor, sex in zip(table["ActorID"], table["Sex"])}
+    bad = sorted(actor for actor, gender in genders.items() if gender is None)
+    if bad:
+        raise ValueError(f"{path}: unrecognised Sex for actor(s) {shorten(bad)}")
+    return genders  # type: ignore[return-value]  # None values were rejected above
+
+
+def _find_demographics(folder: Path, given: str | os.PathLike | None) -> Path | None:
+    if given is not None:
+        return existing_file(given, "CREMA-D demographics file")
+    found = sorted(folder.rglob(DEMOGRAPHICS_FILE))
+    return found[0] if found else None
