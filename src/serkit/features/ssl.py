@@ -1,0 +1,790 @@
+"""Self-supervised speech encoders as features: wav2vec 2.0, XLSR-53, XLS-R, HuBERT, WavLM, data2vec-audio.
+
+One extractor, `SSLExtractor` (kind ``"ssl"``), serves every speech encoder that transformers
+loads with ``AutoModel`` + ``AutoFeatureExtractor``, from a Hub id (default
+``facebook/wav2vec2-large-xlsr-53``, the paper's encoder) or a local folder. It returns, per
+utterance, float16 arrays:
+
+* ``"pooled"``: for every hidden state, statistics over the utterance's true frames,
+  shape (num_layers + 1, dim * len(pooling_stats)); for pooled heads and SVMs.
+* ``"frames"``: the frame x dim map of the layers in ``frame_layers``, shape
+  (len(frame_layers), frames, dim); 7 s of 16 kHz audio gives 349 x 1024 for XLSR-53.
+  Left out when ``frame_layers`` is empty.
+
+Hidden-state index 0 is the transformer input (after the positional convolution) and index
+num_layers is the encoder output ``last_hidden_state``, i.e. after the final layer norm for
+"stable layer norm" models such as XLSR-53 (transformers 5 would otherwise return the output of
+the last layer before that norm, unlike transformers 4); indices in between are the layer outputs.
+
+Modes (``mode``):
+
+* ``"paper"``: audio is zero-padded or cut to 7 s *before* the encoder, as in arXiv 2309.12714.
+  The model's own normalisation (``do_normalize``: zero mean, unit variance) is then computed
+  over the padded clip and the encoder also attends to, and encodes, the padding: a short clip
+  is seen with different statistics than alone, its pooled statistics include padding frames,
+  and compute is spent on silence. Kept to reproduce the paper.
+* ``"native"``: each clip keeps its true length; the pipeline batches clips of similar length
+  and the frame map is padded with zeros or cut to ``frames_length`` afterwards, so padding
+  never enters the encoder and pooled statistics only see speech.
+
+Batching respects the model's preprocessing: when the feature extractor returns an attention
+mask *and* the convolutional front end uses layer norm (XLSR-53 and other large wav2vec 2.0,
+HuBERT and WavLM models), clips of different lengths are padded in one batch and the mask
+keeps the result of every clip independent of its batch mates. Otherwise (base models with
+group norm, whose normalisation spans the padded time axis; data2vec-audio, whose stacked
+positional convolutions see the padding) only clips of equal length share a batch.
+
+Loading tries the local cache first and goes to the network only when allowed: with
+``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``, or when the Hub cannot be reached, a missing
+model fails at once with `ModelNotAvailableError`, which says how to fetch it.
+
+Other settings: ``backend="onnx"`` exports the encoder once to ONNX (see
+`serkit.features.onnx_backend`) and runs it with onnxruntime on the CPU; ``quantize="int8"``
+applies dynamic int8 quantisation to the Linear layers (measure its effect on a real checkpoint
+with `measure_quantization_error`); ``dtype`` float16/bfloat16 applies on CUDA only.
+
+torch, transformers and onnxruntime are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
+
+import numpy as np
+
+from serkit.audio import AudioSpec, fix_length
+from serkit.features.base import Extractor
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelNotAvailableError",
+    "SSLConfig",
+    "SSLExtractor",
+    "conv_output_length",
+    "measure_quantization_error",
+    "pool_hidden_states",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The paper's encoder.
+DEFAULT_MODEL = "facebook/wav2vec2-large-xlsr-53"
+#: Clip length of the paper, in seconds.
+PAPER_DURATION = 7.0
+#: Frames of a 7 s clip at 16 kHz through the wav2vec 2.0 convolution stack.
+PAPER_FRAMES = 349
+
+_MODES = ("paper", "native")
+_STATS = ("mean", "std")
+_BACKENDS = ("torch", "onnx")
+_QUANTIZE = ("none", "int8")
+_DTYPES = ("float32", "float16", "bfloat16")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_HUB_PROBE_TIMEOUT_S = 3.0
+#: Model families whose masked, padded batches give the same features as clips run alone.
+_PADDING_SAFE_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat"})
+
+
+class ModelNotAvailableError(OSError):
+    """An encoder that is neither cached nor local and cannot be downloaded now.
+
+    The message names the model and says how to fetch it on a connected machine.
+    """
+
+    def __init__(self, model: str, revision: str, reason: str) -> None:
+        super().__init__(
+            f"SSL model {model!r} (revision {revision!r}) is not available: {reason}. "
+            f"On a machine with internet run `hf download {model} --revision {revision}` "
+            f"(older clients: `huggingface-cli download {model} --revision {revision}`), then copy "
+            "the Hugging Face cache (~/.cache/huggingface/hub, or $HF_HUB_CACHE) to this machine, "
+            "or save the model folder there and pass its path as `model`."
+        )
+        self.model = model
+        self.revision = revision
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """Settings of the SSL extractor; every field is part of the cache fingerprint.
+
+    Attributes:
+        model: Hub id or local folder of a transformers speech encoder.
+        revision: Hub branch, tag or commit; the resolved commit goes into the fingerprint.
+        mode: ``"paper"`` (clips padded or cut to 7 s before the encoder) or ``"native"``
+            (true length); see the module docstring.
+        pooling_stats: Statistics of the ``"pooled"`` output, ``("mean",)`` or
+            ``("mean", "std")``.
+        frame_layers: Hidden-state indices of the ``"frames"`` output (0 = transformer input,
+            num_layers = last; negative counts from the end); empty = no frames output.
+        frames_length: Frames of the ``"frames"`` output, zero-padded or cut after the encoder;
+            None keeps each clip's own length.
+        backend: ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU).
+        quantize: ``"none"`` or ``"int8"`` (dynamic quantisation of Linear layers; CPU).
+        dtype: Compute precision on CUDA; elsewhere float32 is used with a warning.
+        device: ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``; None picks the best available.
+        batch_size: Clips per encoder call (the pipeline batches with it too).
+        num_threads: CPU threads for torch (process-wide ``torch.set_num_threads``) and
+            onnxruntime (intra-op); None keeps their default.
+    """
+
+    model: str = DEFAULT_MODEL
+    revision: str = "main"
+    mode: Literal["paper", "native"] = "paper"
+    pooling_stats: tuple[str, ...] = ("mean", "std")
+    frame_layers: tuple[int, ...] = (-1,)
+    frames_length: int | None = PAPER_FRAMES
+    backend: Literal["torch", "onnx"] = "torch"
+    quantize: Literal["none", "int8"] = "none"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str | None = None
+    batch_size: int = 8
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        # Lists arrive from JSON/YAML configs; tuples keep the dataclass hashable.
+        object.__setattr__(self, "pooling_stats", tuple(self.pooling_stats))
+        object.__setattr__(self, "frame_layers", tuple(self.frame_layers))
+        self._check_choices()
+        self._check_numbers()
+        self._check_device()
+
+    def _check_choices(self) -> None:
+        choices = {"mode": _MODES, "backend": _BACKENDS, "quantize": _QUANTIZE, "dtype": _DTYPES}
+        for field_name, allowed in choices.items():
+            value = getattr(self, field_name)
+            if value not in allowed:
+                raise ValueError(f"SSLConfig.{field_name} must be one of {list(allowed)}, got {value!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"SSLConfig.model must be a Hub id or a folder, got {self.model!r}")
+        if not isinstance(self.revision, str) or not self.revision:
+            raise ValueError(f"SSLConfig.revision must be a non-empty string, got {self.revision!r}")
+        stats = self.pooling_stats
+        if not stats or len(set(stats)) != len(stats) or not set(stats) <= set(_STATS):
+            raise ValueError(f"SSLConfig.pooling_stats must be ('mean',) or ('mean', 'std'), got {stats!r}")
+
+    def _check_numbers(self) -> None:
+        if any(not _is_int(i) for i in self.frame_layers):
+            raise ValueError(f"SSLConfig.frame_layers must be integers, got {self.frame_layers!r}")
+        if self.frames_length is not None and (not _is_int(self.frames_length) or self.frames_length < 1):
+            raise ValueError(f"SSLConfig.frames_length must be a positive integer or None, got {self.frames_length!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"SSLConfig.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
+            raise ValueError(f"SSLConfig.num_threads must be a positive integer or None, got {self.num_threads!r}")
+
+    def _check_device(self) -> None:
+        if self.device is None:
+            return
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"SSLConfig.device must be 'cpu', 'cuda[:N]', 'mps' or None, got {self.device!r}")
+        if self.device != "cpu" and self.backend == "onnx":
+            raise ValueError(f"SSLConfig: backend 'onnx' runs on the CPU only, got device {self.device!r}")
+        if self.device != "cpu" and self.quantize == "int8":
+            raise ValueError(f"SSLConfig: quantize 'int8' runs on the CPU only, got device {self.device!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def _offline_mode() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (the libraries read them at import)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    return False
+
+
+def _hub_address() -> tuple[str, int]:
+    """Host and port a download would connect to first: the proxy if one is set, else the Hub."""
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    url = urllib.parse.urlparse(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlparse(proxy)
+    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+def _hub_reachable(timeout: float = _HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub (or proxy) opens within `timeout` seconds.
+
+    Without this check, huggingface_hub retries an unreachable host for about 25 s.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(_hub_address(), timeout=timeout):
+                result.append(True)
+        except (OSError, ValueError):
+            result.append(False)
+
+    # A thread bounds the DNS lookup too, which the socket timeout does not cover.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+
+
+def _from_pretrained(load: Callable[..., Any], model: str, revision: str, **kwargs: Any) -> Any:
+    """Load from a local folder or the cache first, then from the Hub when that is allowed.
+
+    Raises:
+        ModelNotAvailableError: Not local or cached, and offline, unreachable or refused.
+    """
+    if Path(model).expanduser().is_dir():
+        try:
+            return load(str(Path(model).expanduser()), local_files_only=True, **kwargs)
+        except (OSError, ValueError) as exc:  # missing files, or a config.json that is not a model's
+            raise ModelNotAvailableError(model, revision, f"the folder is not a complete model ({exc})") from None
+    if _looks_like_path(model):
+        raise ModelNotAvailableError(model, revision, "no such folder")
+    try:
+        return load(model, revision=revision, local_files_only=True, **kwargs)
+    except OSError:
+        pass  # not cached: try the network below
+    if _offline_mode():
+        reason = "not in the local cache and offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)"
+        raise ModelNotAvailableError(model, revision, reason)
+    if not _hub_reachable():
+        host, port = _hub_address()
+        raise ModelNotAvailableError(model, revision, f"not in the local cache and {host}:{port} cannot be reached")
+    try:
+        return load(model, revision=revision, **kwargs)
+    except OSError as exc:
+        raise ModelNotAvailableError(model, revision, f"download failed ({exc})") from exc
+
+
+def _folder_digest(folder: Path) -> str:
+    """Hash of a model folder: config.json plus name, size and head/tail bytes of weight files.
+
+    Cheap (no full read of a 1 GB checkpoint) yet changes when the weights are replaced.
+    """
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    digest.update(config.read_bytes() if config.is_file() else b"")
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".safetensors", ".bin", ".pt", ".pth") or not path.is_file():
+            continue
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(65536))
+            handle.seek(max(0, size - 65536))
+            digest.update(handle.read(65536))
+    return digest.hexdigest()[:16]
+
+
+def _cached_commit(model: str, revision: str) -> str | None:
+    """Commit hash of the cached snapshot `revision` points to, without network."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(model, "config.json", cache_dir=constants.HF_HUB_CACHE, revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    if not isinstance(path, str):
+        return None
+    match = re.search(r"snapshots/([0-9a-f]{40})/", Path(path).as_posix())
+    return match.group(1) if match else None
+
+
+def resolve_revision(model: str, revision: str) -> str:
+    """The revision recorded in the fingerprint, found without network.
+
+    Args:
+        model: Hub id or local folder.
+        revision: The configured revision.
+
+    Returns:
+        ``local:<digest>`` for a folder, the commit hash of the cached snapshot for a Hub id,
+        else `revision` itself (the model is not cached yet).
+    """
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return f"local:{_folder_digest(folder)}"
+    if _COMMIT.match(revision):
+        return revision
+    return _cached_commit(model, revision) or revision
+
+
+def conv_output_length(num_samples: int, kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """Frames the convolutional front end makes of `num_samples` samples (no padding).
+
+    Args:
+        num_samples: Input length.
+        kernels: Kernel sizes of the conv layers (``config.conv_kernel``).
+        strides: Strides of the conv layers (``config.conv_stride``).
+
+    Returns:
+        Output frames; 0 or less when the input is shorter than the receptive field.
+    """
+    length = num_samples
+    for kernel, stride in zip(kernels, strides):
+        length = (length - kernel) // stride + 1
+    return length
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def pool_hidden_states(hidden: np.ndarray, stats: tuple[str, ...] = _STATS) -> np.ndarray:
+    """Statistics over the frames of every hidden state.
+
+    Args:
+        hidden: (num_hidden_states, frames, dim), true frames only.
+        stats: ``("mean",)`` or ``("mean", "std")`` (population std).
+
+    Returns:
+        (num_hidden_states, dim * len(stats)) float32, statistics concatenated in `stats` order.
+    """
+    hidden = np.asarray(hidden, dtype=np.float32)
+    parts = {"mean": lambda: hidden.mean(axis=1), "std": lambda: hidden.std(axis=1)}
+    return np.concatenate([parts[name]() for name in stats], axis=-1).astype(np.float32, copy=False)
+
+
+def _fix_frames(frames: np.ndarray, length: int | None) -> np.ndarray:
+    """Zero-pad or cut a (layers, frames, dim) map on the frame axis."""
+    if length is None or frames.shape[1] == length:
+        return frames
+    moved = np.moveaxis(frames, 1, -1)  # fix_length works on the last axis
+    return np.ascontiguousarray(np.moveaxis(fix_length(moved, length), -1, 1))
+
+
+def _to_float16(array: np.ndarray, what: str) -> np.ndarray:
+    """Cast to float16, clipping (with a warning) values beyond its range instead of making inf."""
+    peak = float(np.abs(array).max()) if array.size else 0.0
+    if peak > _FLOAT16_MAX:
+        logger.warning("%s: values up to %.3g exceed float16; clipped to +-%g", what, peak, _FLOAT16_MAX)
+        array = np.clip(array, -_FLOAT16_MAX, _FLOAT16_MAX)
+    return array.astype(np.float16)
+
+
+# --------------------------------------------------------------------------- torch side
+
+
+def encoder_hidden_states(model: Any, input_values: Any, attention_mask: Any | None) -> Any:
+    """Every hidden state of a transformers speech encoder, stacked.
+
+    The last entry is ``last_hidden_state`` (after the final layer norm where the model has one).
+    Used by the torch backend and traced for the ONNX export, so both compute the same thing.
+
+    Returns:
+        Tensor (num_layers + 1, batch, frames, dim).
+    """
+    import torch
+
+    out = model(input_values, attention_mask=attention_mask, output_hidden_states=True)
+    return torch.stack(tuple(out.hidden_states[:-1]) + (out.last_hidden_state,))
+
+
+class _TorchEncoder:
+    """Runs a torch encoder on numpy batches; returns float32 numpy hidden states."""
+
+    def __init__(self, model: Any, device: str, dtype: str) -> None:
+        import torch
+
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+
+    def __call__(self, input_values: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), warnings.catch_warnings():
+            # WavLM passes a bool padding mask with a float position bias; torch converts it
+            # correctly but warns that mixing the two is deprecated.
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+            values = torch.from_numpy(np.ascontiguousarray(input_values, dtype=np.float32)).to(self.device, self.dtype)
+            mask = None
+            if attention_mask is not None:
+                mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(self.device)
+            hidden = encoder_hidden_states(self.model, values, mask)
+            return hidden.float().cpu().numpy()
+
+
+def _pick_device(config: SSLConfig) -> str:
+    """The configured device, else cuda, mps or cpu; ONNX and int8 always run on the CPU."""
+    if config.backend == "onnx" or config.quantize == "int8":
+        if config.device is None:
+            logger.info("SSL %s backend with quantize=%s runs on the CPU", config.backend, config.quantize)
+        return "cpu"
+    if config.device is not None:
+        return config.device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _pick_dtype(config: SSLConfig, device: str) -> str:
+    """Half precision only on CUDA: on the CPU bfloat16 is an order of magnitude slower."""
+    if config.dtype == "float32" or device.startswith("cuda"):
+        return config.dtype
+    logger.warning("SSL dtype %s is only used on CUDA; running %s on %s in float32", config.dtype, config.model, device)
+    return "float32"
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per call).
+
+    Linear layers whose weights the model reads directly (WavLM's attention calls
+    ``F.multi_head_attention_forward`` with ``q_proj.weight``) stay in float32.
+    """
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    direct = {
+        f"{parent}.{child}"
+        for parent, module in model.named_modules()
+        if type(module).__name__.endswith("WavLMAttention")
+        for child, _ in module.named_children()
+    }
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, names - direct, dtype=torch.qint8)
+
+
+def _default_feature_extractor(model_config: Any) -> Any:
+    """Preprocessing for checkpoints without a preprocessor_config.json (wav2vec 2.0 defaults)."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(
+        sampling_rate=16000, do_normalize=True, return_attention_mask=_conv_norm(model_config) == "layer"
+    )
+
+
+def _conv_norm(model_config: Any) -> str:
+    """Normalisation of the conv front end; data2vec-audio has no setting and uses layer norm."""
+    return str(getattr(model_config, "feat_extract_norm", "layer"))
+
+
+# --------------------------------------------------------------------------- the extractor
+
+
+class SSLExtractor(Extractor):
+    """Pooled statistics and frame maps of a self-supervised speech encoder.
+
+    Call `setup` once (the pipeline does) or let the first `extract` load the model.
+    """
+
+    name: ClassVar[str] = "ssl"
+    config_class: ClassVar[type] = SSLConfig
+    config: SSLConfig
+
+    def __init__(self, config: SSLConfig | None = None, spec: AudioSpec | None = None) -> None:
+        super().__init__(config, spec)
+        self._revision: str | None = None
+        self._model_config: Any = None
+        self._feature_extractor: Any = None
+        self._encoder: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
+        self._tempdir: Path | None = None
+
+    # ---------------------------------------------------------------- contract
+
+    def default_spec(self) -> AudioSpec:
+        """7 s clips in paper mode, true length in native mode (16 kHz mono)."""
+        return AudioSpec(duration=PAPER_DURATION if self.config.mode == "paper" else None)
+
+    @property
+    def batch_size(self) -> int:
+        """Clips per encoder call."""
+        return self.config.batch_size
+
+    def identity(self) -> dict[str, Any]:
+        """Base identity plus the resolved model revision (commit hash or local folder digest)."""
+        identity = super().identity()
+        identity["model_revision"] = self.resolved_revision()
+        return identity
+
+    def resolved_revision(self) -> str:
+        """Commit hash of the cached model, ``local:<digest>`` for a folder, else the configured revision."""
+        if self._revision is None or not self._is_final(self._revision):
+            self._revision = resolve_revision(self.config.model, self.config.revision)
+        return self._revision
+
+    def _is_final(self, revision: str) -> bool:
+        return revision.startswith("local:") or bool(_COMMIT.match(revision))
+
+    def setup(self, workdir: Path | None = None) -> None:
+        """Load the config, preprocessing and encoder (exporting to ONNX under `workdir` if asked).
+
+        Args:
+            workdir: Folder that keeps the ONNX export; None uses a temporary folder.
+
+        Raises:
+            ModelNotAvailableError: The model is not local/cached and cannot be downloaded.
+            ValueError: The model or a setting does not fit (layer index, adapter models).
+        """
+        if self._encoder is not None:
+            return
+        cfg = self.config
+        self._model_config = _from_pretrained(_auto("AutoConfig"), cfg.model, cfg.revision)
+        self._check_model_config()
+        self._feature_extractor = self._load_feature_extractor()
+        self._revision = None  # the load may have filled the cache: resolve again
+        if cfg.num_threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.num_threads)
+        self._encoder = self._onnx_encoder(workdir) if cfg.backend == "onnx" else self._torch_encoder()
+        logger.info("SSL encoder %s (%s) ready: backend %s", cfg.model, self.resolved_revision(), cfg.backend)
+
+    def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
+        """Features of one preprocessed clip: ``{"pooled": ..., "frames": ...}``, float16."""
+        return self.extract_batch([signal], sampling_rate)[0]
+
+    def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
+        """Features of several clips, in input order; each clip's result ignores its batch mates."""
+        return [self._outputs(hidden) for hidden in self.hidden_states(signals, sampling_rate)]
+
+    # ---------------------------------------------------------------- public helpers
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers of the loaded encoder (hidden states are num_layers + 1)."""
+        self._ensure_setup()
+        return int(self._model_config.num_hidden_layers)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Encoder frames of a clip of `num_samples` samples."""
+        self._ensure_setup()
+        return conv_output_length(
+            num_samples, tuple(self._model_config.conv_kernel), tuple(self._model_config.conv_stride)
+        )
+
+    def hidden_states(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Float32 hidden states of every clip over its true frames.
+
+        Args:
+            signals: 1-D clips at the model's sampling rate.
+            sampling_rate: Their rate in Hz.
+
+        Returns:
+            Per clip, an array (num_layers + 1, frames, dim), in input order.
+        """
+        self._ensure_setup()
+        clips = self._prepare(signals, sampling_rate)
+        results: list[np.ndarray | None] = [None] * len(clips)
+        for batch in self._batches([len(c) for c in clips]):
+            for index, hidden in zip(batch, self._encode([clips[i] for i in batch])):
+                results[index] = hidden
+        return [r for r in results if r is not None]
+
+    # ---------------------------------------------------------------- loading
+
+    def _ensure_setup(self) -> None:
+        if self._encoder is None:
+            self.setup(None)
+
+    def _check_model_config(self) -> None:
+        model_config, cfg = self._model_config, self.config
+        for attribute in ("num_hidden_layers", "conv_kernel", "conv_stride"):
+            if not hasattr(model_config, attribute):
+                raise ValueError(f"{cfg.model}: not a wav2vec 2.0-style speech encoder (config has no {attribute})")
+        if getattr(model_config, "add_adapter", False):
+            raise ValueError(f"{cfg.model}: encoders with an adapter (add_adapter=True) are not supported")
+        layers = int(model_config.num_hidden_layers)
+        bad = [i for i in cfg.frame_layers if not -(layers + 1) <= i <= layers]
+        if bad:
+            raise ValueError(f"{cfg.model}: frame_layers {bad} out of range; the model has hidden states 0..{layers}")
+
+    def _load_feature_extractor(self) -> Any:
+        cfg = self.config
+        try:
+            return _from_pretrained(_auto("AutoFeatureExtractor"), cfg.model, cfg.revision)
+        except (ModelNotAvailableError, ValueError) as exc:
+            logger.warning("%s: no usable preprocessor_config.json (%s); using wav2vec 2.0 defaults", cfg.model, exc)
+            return _default_feature_extractor(self._model_config)
+
+    def _load_torch_model(self) -> Any:
+        import torch
+
+        model = _from_pretrained(_auto("AutoModel"), self.config.model, self.config.revision, dtype=torch.float32)
+        return model.eval()
+
+    def _torch_encoder(self) -> _TorchEncoder:
+        import torch
+
+        device = _pick_device(self.config)
+        dtype = _pick_dtype(self.config, device)
+        model = self._load_torch_model()
+        if self.config.quantize == "int8":
+            model = _quantize_int8(model)  # CPU float32 model; stays there
+        else:
+            model = model.to(device=torch.device(device), dtype=getattr(torch, dtype))
+        return _TorchEncoder(model, device, dtype)
+
+    def _onnx_encoder(self, workdir: Path | None) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+        from serkit.features import onnx_backend
+
+        _pick_dtype(self.config, "cpu")  # warns when a half dtype was asked for
+        identity = onnx_backend.export_source_identity(
+            self.config.model, self.resolved_revision(), self._uses_mask(), str(self._model_config.model_type)
+        )
+        path = onnx_backend.export_encoder(
+            self._load_torch_model, identity, self._workdir(workdir), encoder_hidden_states
+        )
+        if self.config.quantize == "int8":
+            path = onnx_backend.quantize_onnx_int8(path)
+        return onnx_backend.OnnxEncoder(path, self.config.num_threads)
+
+    def _workdir(self, workdir: Path | None) -> Path:
+        """`workdir`, or a temporary folder removed with this extractor."""
+        if workdir is not None:
+            return Path(workdir)
+        if self._tempdir is None:
+            import shutil
+            import tempfile
+            import weakref
+
+            self._tempdir = Path(tempfile.mkdtemp(prefix="serkit-ssl-"))
+            weakref.finalize(self, shutil.rmtree, self._tempdir, True)
+        return self._tempdir
+
+    # ---------------------------------------------------------------- running
+
+    def _uses_mask(self) -> bool:
+        """Whether the model takes an attention mask (its feature extractor says so)."""
+        return bool(getattr(self._feature_extractor, "return_attention_mask", False))
+
+    def _can_pad(self) -> bool:
+        """Whether padding leaves each clip's result unchanged (checked per model family).
+
+        Needs an attention mask, a layer-norm front end (group norm spans the padded time
+        axis) and a single positional convolution over zeroed padding: data2vec-audio stacks
+        five, so padding leaks into the last frames, and conformers convolve in every layer.
+        """
+        return (
+            self._uses_mask()
+            and _conv_norm(self._model_config) == "layer"
+            and getattr(self._model_config, "model_type", "") in _PADDING_SAFE_TYPES
+        )
+
+    def _prepare(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Check rate and shape; in paper mode bring every clip to the fixed length."""
+        expected = int(getattr(self._feature_extractor, "sampling_rate", 16000))
+        if sampling_rate != expected:
+            raise ValueError(f"{self.config.model} expects {expected} Hz audio, got {sampling_rate} Hz")
+        target = None
+        if self.config.mode == "paper":
+            target = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
+        clips = []
+        for position, signal in enumerate(signals):
+            clip = np.asarray(signal, dtype=np.float32)
+            if clip.ndim != 1:
+                raise ValueError(f"signal {position}: expected a 1-D signal, got shape {clip.shape}")
+            if target is not None and clip.shape[0] != target:
+                clip = fix_length(clip, target)
+            if self.num_frames(clip.shape[0]) < 1:
+                raise ValueError(f"signal {position}: {clip.shape[0]} samples is shorter than one encoder frame")
+            clips.append(clip)
+        return clips
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into encoder calls: by length, equal lengths only when padding is unsafe."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        groups: list[list[int]] = []
+        for index in order:
+            same = groups and (self._can_pad() or lengths[groups[-1][0]] == lengths[index])
+            if same and len(groups[-1]) < self.config.batch_size:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return groups
+
+    def _encode(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """One encoder call; the feature extractor normalises each clip over its true length."""
+        inputs = self._feature_extractor(
+            clips,
+            sampling_rate=int(self._feature_extractor.sampling_rate),
+            padding="longest",
+            return_attention_mask=self._uses_mask(),
+            return_tensors="np",
+        )
+        mask = inputs.get("attention_mask") if self._uses_mask() else None
+        assert self._encoder is not None
+        hidden = self._encoder(inputs["input_values"], mask)
+        lengths = [self.num_frames(len(c)) for c in clips]
+        return [np.ascontiguousarray(hidden[:, b, :n]) for b, n in enumerate(lengths)]
+
+    def _outputs(self, hidden: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-utterance float16 outputs from (num_layers + 1, frames, dim) float32."""
+        model = self.config.model
+        outputs = {"pooled": _to_float16(pool_hidden_states(hidden, self.config.pooling_stats), model)}
+        if self.config.frame_layers:
+            frames = _fix_frames(hidden[list(self.config.frame_layers)], self.config.frames_length)
+            outputs["frames"] = _to_float16(frames, model)
+        return outputs
+
+
+def _auto(name: str) -> Callable[..., Any]:
+    """``transformers.<name>.from_pretrained``, imported on use."""
+    import transformers
+
+    return getattr(transformers, name).from_pretrained
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def measure_quantization_error(
+    config: SSLConfig, signals: list[np.ndarray], sampling_rate: int = 16000
+) -> dict[str, float]:
+    """How much int8 quantisation changes the pooled features of `config`'s model.
+
+    Runs the model in float32 and in int8 (same backend) and compares the float32 pooled
+    statistics. The numbers on a tiny random model say little; measure on the real checkpoint.
+
+    Args:
+        config: The settings; its `quantize` is overridden.
+        signals: Preprocessed clips.
+        sampling_rate: Their rate in Hz.
+
+    Returns:
+        ``relative_error`` (||int8 - fp32|| / ||fp32|| over all clips), ``mean_cosine`` and
+        ``min_cosine`` (per clip, over the flattened pooled features).
+    """
+    pooled = {}
+    for quantize in ("none", "int8"):
+        device = None if quantize == "int8" else config.device  # int8 runs on the CPU
+        extractor = SSLExtractor(dataclasses.replace(config, quantize=quantize, device=device))
+        hidden = extractor.hidden_states(signals, sampling_rate)
+        pooled[quantize] = np.stack([pool_hidden_states(h, config.pooling_stats).ravel() for h in hidden])
+    ref, test = pooled["none"].astype(np.float64), pooled["int8"].astype(np.float64)
+    cosine = (ref * test).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(test, axis=1))
+    return {
+        "relative_error": float(np.linalg.norm(test - ref) / np.linalg.norm(ref)),
+        "mean_cosine": float(cosine.mean()),
+        "min_cosine": float(cosine.min()),
+    }
