@@ -1,0 +1,489 @@
+"""An RBF support vector machine on one vector per utterance: the paper's eGeMAPS baseline.
+
+`SVMClassifier` is a scikit-learn pipeline, ``StandardScaler -> SVC(kernel="rbf")``, whose
+``C`` and ``gamma`` (and, for per-layer SSL statistics, the layer) are chosen by an inner
+cross-validation on the training part only.
+
+Inputs. Any fixed-size vector per utterance: openSMILE ``functionals`` (88 for eGeMAPS),
+spectral ``stats``, or SSL ``pooled`` statistics. The ``input_kind`` hyper-parameter records
+which cached output the model was trained on (it goes into ``model.json`` so that serving
+feeds the same output); the class attribute keeps the contract's default, ``"functionals"``.
+Per-layer arrays of shape (N, L, F) need ``layer``: an index, or ``"auto"`` to let the inner
+cross-validation pick the layer. float16 inputs are cast to float64 (libsvm computes in
+float64 anyway); NaN or Inf anywhere is an error.
+
+Inner cross-validation. Folds are drawn by speaker (`sklearn.model_selection.StratifiedGroupKFold`
+on ``groups``) so that the chosen hyper-parameters are those that generalise to unseen
+speakers, which is what the outer evaluation measures. Fewer speakers than ``inner_folds``
+reduce the number of folds (with a logged warning); one speaker, or no ``groups`` at all,
+falls back to `StratifiedKFold`, with a warning that selection is then speaker-dependent.
+Every candidate is scored on the same folds (``scoring``, balanced accuracy = UA by default);
+ties go to the earlier candidate (lower layer, then grid order). Folds are shuffled with
+``seed``, so a fit is deterministic.
+
+Probabilities. ``SVC(probability=True)`` is deprecated in scikit-learn 1.9; its internal
+5-fold Platt scaling also draws folds that ignore speakers. Instead the chosen SVC is wrapped
+in `sklearn.calibration.CalibratedClassifierCV` with ``ensemble=False``: the SVC is trained on
+all training rows, and the calibration map is fitted on its out-of-fold decision values over
+the SAME speaker-grouped inner folds, so it is calibrated for unseen speakers. ``calibration=
+"temperature"`` (default) fits one temperature on the multi-class decision values; it keeps
+their order, so ``predict`` agrees with the SVM's own decision and a tiny training set cannot
+flip it. ``"sigmoid"`` is Platt scaling per class (one-vs-rest, renormalised).
+
+Persistence. The fitted pipeline is written with skops (``estimator.skops``); loading first
+lists the types the file would build that skops does not trust by itself, refuses any that
+are not in `ALLOWED_TYPES`, and checks the loaded object's structure. No pickle, and no code
+named by the file ever runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.validation import check_is_fitted
+
+from serkit.models.base import Classifier
+
+__all__ = ["ALLOWED_TYPES", "ESTIMATOR_FILE", "SVMClassifier", "inner_splits", "load_estimator"]
+
+logger = logging.getLogger(__name__)
+
+#: The skops file written into the model folder.
+ESTIMATOR_FILE = "estimator.skops"
+
+#: Types an ``estimator.skops`` file may hold beyond what skops trusts by itself (skops
+#: trusts builtins, plain numpy arrays and dtypes, and common scikit-learn estimators).
+#: Anything else is refused before loading.
+ALLOWED_TYPES: frozenset[str] = frozenset(
+    {
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.svm._classes.SVC",
+        "sklearn.calibration.CalibratedClassifierCV",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._TemperatureScaling",
+        "sklearn.calibration._SigmoidCalibration",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.float64",
+        "numpy.int64",
+        "numpy.int32",
+        "numpy.str_",
+    }
+)
+
+#: Feature outputs an SVM can read (one vector, or one vector per layer, per utterance).
+INPUT_KINDS: tuple[str, ...] = ("functionals", "stats", "pooled")
+#: Probability calibrations (see the module docstring).
+CALIBRATIONS: tuple[str, ...] = ("temperature", "sigmoid")
+_GAMMA_WORDS = ("scale", "auto")
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+# --------------------------------------------------------------------------- inner folds
+
+
+def _stratified_splits(y: np.ndarray, folds: int, seed: int, smallest: int) -> tuple[list[Split], dict[str, Any]]:
+    k = min(folds, smallest)
+    if k < folds:
+        logger.warning(
+            "svm: only %d sample(s) in the smallest class; inner CV uses %d folds, not %d", smallest, k, folds
+        )
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(y)), y))
+    return splits, {"splitter": "StratifiedKFold", "n_splits": k, "grouped": False}
+
+
+def inner_splits(
+    y: np.ndarray, groups: Sequence[Any] | None, folds: int, seed: int
+) -> tuple[list[Split], dict[str, Any]]:
+    """Inner cross-validation folds over the training rows, by speaker when possible.
+
+    Args:
+        y: Labels of the training rows.
+        groups: Speaker of each row, or None.
+        folds: Requested number of folds.
+        seed: Shuffling seed (the folds are deterministic for a given seed).
+
+    Returns:
+        ``[(train_idx, val_idx), ...]`` (validation parts partition the rows) and a JSON-able
+        description: ``splitter``, ``n_splits``, ``grouped`` (and ``n_groups``).
+
+    Raises:
+        ValueError: A class with a single sample, so that no fold can both train and validate it.
+    """
+    y = np.asarray(y)
+    _, counts = np.unique(y, return_counts=True)
+    smallest = int(counts.min())
+    if smallest < 2:
+        raise ValueError("svm: every class needs at least 2 training samples for the inner cross-validation")
+    if groups is None:
+        logger.warning("svm: no speaker groups given; C/gamma are selected on speaker-DEPENDENT inner folds")
+        return _stratified_splits(y, folds, seed, smallest)
+    groups = np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        logger.warning("svm: a single speaker in the training part; inner folds are stratified, not by speaker")
+        return _stratified_splits(y, folds, seed, smallest)
+    # More folds than the smallest class makes StratifiedGroupKFold warn and leave folds without it.
+    k = min(folds, n_groups, smallest)
+    if k < folds:
+        logger.warning(
+            "svm: %d speaker(s), smallest class %d sample(s); inner CV uses %d speaker-grouped folds, not %d",
+            n_groups, smallest, k, folds,
+        )
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y, groups) if len(tr) and len(va)]
+    return splits, {"splitter": "StratifiedGroupKFold", "n_splits": len(splits), "grouped": True, "n_groups": n_groups}
+
+
+def _check_training_folds(splits: list[Split], y: np.ndarray) -> None:
+    """An SVC cannot train on a single class: say so before the grid search fails obscurely."""
+    for number, (train, _) in enumerate(splits):
+        if len(np.unique(y[train])) < 2:
+            raise ValueError(
+                f"svm: inner training fold {number} holds a single class; use more speakers or fewer inner_folds"
+            )
+
+
+def _calibration_splits(splits: list[Split], y: np.ndarray, seed: int) -> list[Split]:
+    """The inner folds, if each training part sees every class (out-of-fold decision values need it)."""
+    n_classes = len(np.unique(y))
+    if all(len(np.unique(y[train])) == n_classes for train, _ in splits):
+        return splits
+    logger.warning("svm: a speaker-grouped inner training fold lacks a class; calibrating on stratified folds")
+    _, counts = np.unique(y, return_counts=True)
+    return _stratified_splits(y, len(splits), seed, int(counts.min()))[0]
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def _check_structure(estimator: Any, path: Path) -> Pipeline:
+    steps = getattr(estimator, "steps", None) if type(estimator) is Pipeline else None
+    ok = (
+        isinstance(steps, list)
+        and [name for name, _ in steps] == ["scale", "svm"]
+        and type(steps[0][1]) is StandardScaler
+        and type(steps[1][1]) is CalibratedClassifierCV
+        and type(steps[1][1].estimator) is SVC
+    )
+    if not ok:
+        raise ValueError(
+            f"{path}: not a serkit SVM pipeline (StandardScaler -> calibrated SVC); got {type(estimator).__name__}"
+        )
+    return estimator
+
+
+def load_estimator(path: str | Path) -> Pipeline:
+    """Load a pipeline written by `SVMClassifier.save_state` without running code from the file.
+
+    Raises:
+        ValueError: Unreadable file, a type outside `ALLOWED_TYPES`, or the wrong structure.
+        OSError: The file cannot be opened.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - ALLOWED_TYPES)
+        if refused:
+            raise ValueError(f"{path}: refusing to load untrusted type(s) {refused}; allowed: {sorted(ALLOWED_TYPES)}")
+        estimator = sio.load(path, trusted=list(untrusted))
+    except (zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from None
+    return _check_structure(estimator, path)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _labels(y: Any) -> np.ndarray:
+    labels = np.asarray([str(v) for v in np.asarray(y, dtype=object).ravel()])
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"svm: need at least 2 classes, got {sorted(set(labels.tolist()))}")
+    return labels
+
+
+def _finite_float(X: Any) -> np.ndarray:
+    """`X` as float64; NaN or Inf is an error naming how many feature columns hold them."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"svm: features must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)  # float16 (SSL caches) -> float64: libsvm's precision
+    bad = ~np.isfinite(arr).reshape(len(arr), -1)
+    if bad.any():
+        where = np.flatnonzero(bad.any(axis=0))
+        raise ValueError(
+            f"svm: NaN or Inf in {where.size} of {bad.shape[1]} feature column(s) (flattened indices, "
+            f"first: {where[:5].tolist()}) over {int(bad.any(axis=1).sum())} row(s)"
+        )
+    return arr
+
+
+class SVMClassifier(Classifier):
+    """RBF SVM with speaker-grouped inner selection of C, gamma (and layer), calibrated.
+
+    Args:
+        C_grid: Candidate ``C`` values.
+        gamma_grid: Candidate ``gamma`` values: positive numbers, ``"scale"`` or ``"auto"``.
+        inner_folds: Inner cross-validation folds (reduced when there are fewer speakers).
+        scoring: scikit-learn scorer name for the selection; ``"balanced_accuracy"`` is UA.
+        class_weight: None or ``"balanced"`` (weights inverse to class frequency).
+        layer: For (N, L, F) inputs: a layer index, or ``"auto"`` to select it by the inner
+            CV; None when inputs are already (N, F).
+        calibration: ``"temperature"`` or ``"sigmoid"`` (see the module docstring).
+        input_kind: Which feature output the model reads: ``functionals``, ``stats`` or
+            ``pooled``; recorded in ``model.json``.
+        seed: Seed of the fold shuffling.
+        n_jobs: Parallel jobs of the grid search.
+
+    Attributes (after fit):
+        classes_: Sorted label strings.
+        best_params_: ``{"C", "gamma", "layer"}`` chosen by the inner CV.
+        best_score_: Mean inner validation score of that choice.
+        layer_: The layer used (None for 2-D inputs).
+        cv_results_: One dict per candidate: layer, C, gamma, mean_score, std_score.
+        inner_cv_: How the inner folds were drawn (splitter, n_splits, grouped).
+        pipeline_: The fitted ``StandardScaler -> CalibratedClassifierCV(SVC)``.
+    """
+
+    name: ClassVar[str] = "svm"
+    input_kind: ClassVar[str] = "functionals"  # the default; instances keep their hyper-parameter
+
+    def __init__(
+        self,
+        C_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+        gamma_grid: Sequence[float | str] = ("scale", 1e-3, 1e-2),
+        inner_folds: int = 5,
+        scoring: str = "balanced_accuracy",
+        class_weight: str | None = None,
+        layer: int | str | None = None,
+        calibration: str = "temperature",
+        input_kind: str = "functionals",
+        seed: int = 0,
+        n_jobs: int | None = 1,
+    ) -> None:
+        self.C_grid = C_grid
+        self.gamma_grid = gamma_grid
+        self.inner_folds = inner_folds
+        self.scoring = scoring
+        self.class_weight = class_weight
+        self.layer = layer
+        self.calibration = calibration
+        self.input_kind = input_kind  # type: ignore[misc]  # per-instance value of the contract's ClassVar
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    # ----------------------------------------------------------------- validation
+
+    def _check_params(self) -> None:
+        if isinstance(self.C_grid, (str, bytes)) or not list(self.C_grid):
+            raise ValueError(f"svm: C_grid must be a non-empty list of positive numbers, got {self.C_grid!r}")
+        for c in self.C_grid:
+            if isinstance(c, bool) or not isinstance(c, numbers.Real) or not c > 0:
+                raise ValueError(f"svm: C_grid values must be positive numbers, got {c!r}")
+        if isinstance(self.gamma_grid, (str, bytes)) or not list(self.gamma_grid):
+            raise ValueError(f"svm: gamma_grid must be a non-empty list, got {self.gamma_grid!r}")
+        for g in self.gamma_grid:
+            number = isinstance(g, numbers.Real) and not isinstance(g, bool) and g > 0
+            if not (number or g in _GAMMA_WORDS):
+                raise ValueError(f"svm: gamma_grid values must be positive numbers or one of {_GAMMA_WORDS}, got {g!r}")
+        if not _is_int(self.inner_folds) or self.inner_folds < 2:
+            raise ValueError(f"svm: inner_folds must be an integer >= 2, got {self.inner_folds!r}")
+        if not isinstance(self.scoring, str):
+            raise ValueError(f"svm: scoring must be a scikit-learn scorer name, got {self.scoring!r}")
+        get_scorer(self.scoring)  # raises ValueError listing the valid names
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"svm: class_weight must be None or 'balanced', got {self.class_weight!r}")
+        if not (self.layer is None or self.layer == "auto" or _is_int(self.layer)):
+            raise ValueError(f"svm: layer must be None, an integer or 'auto', got {self.layer!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"svm: calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"svm: input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+
+    def _candidate_layers(self, X: np.ndarray) -> list[int | None]:
+        """Layers to try: [None] for (N, F) inputs, one index, or all of them for "auto"."""
+        if self.layer is None:
+            if X.ndim != 2:
+                raise ValueError(f"svm: expected (N, F) features, got shape {X.shape}; for (N, L, F) set layer")
+            return [None]
+        if X.ndim != 3:
+            raise ValueError(f"svm: layer={self.layer!r} needs (N, L, F) features, got shape {X.shape}")
+        if self.layer == "auto":
+            return list(range(X.shape[1]))
+        if not -X.shape[1] <= int(self.layer) < X.shape[1]:
+            raise ValueError(f"svm: layer {self.layer} out of range for {X.shape[1]} layers")
+        return [int(self.layer) % X.shape[1]]
+
+    # ----------------------------------------------------------------- training
+
+    def _search_pipeline(self) -> Pipeline:
+        svc = SVC(kernel="rbf", class_weight=self.class_weight)
+        return Pipeline([("scale", StandardScaler()), ("svm", svc)])
+
+    def _final_pipeline(self, C: float, gamma: float | str, splits: list[Split]) -> Pipeline:
+        svc = SVC(kernel="rbf", C=C, gamma=gamma, class_weight=self.class_weight)
+        calibrated = CalibratedClassifierCV(svc, method=self.calibration, cv=splits, ensemble=False, n_jobs=self.n_jobs)
+        return Pipeline([("scale", StandardScaler()), ("svm", calibrated)])
+
+    def _search(self, X: np.ndarray, y: np.ndarray, splits: list[Split], layer: int | None) -> list[dict[str, Any]]:
+        """Score every (C, gamma) on the inner folds for one layer."""
+        grid = {
+            "svm__C": [float(c) for c in self.C_grid],
+            "svm__gamma": [g if isinstance(g, str) else float(g) for g in self.gamma_grid],
+        }
+        search = GridSearchCV(
+            self._search_pipeline(),
+            grid,
+            scoring=self.scoring,
+            cv=splits,
+            refit=False,  # the chosen SVC is refitted below, calibrated
+            n_jobs=self.n_jobs,
+            error_score="raise",
+        )
+        with warnings.catch_warnings():
+            # A speaker may lack a class, so a validation fold can miss one the SVM predicts;
+            # balanced accuracy then warns but is still the right score for that fold.
+            warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+            search.fit(_select(X, layer), y)
+        results = search.cv_results_
+        return [
+            {
+                "layer": layer,
+                "C": params["svm__C"],
+                "gamma": params["svm__gamma"],
+                "mean_score": float(mean),
+                "std_score": float(std),
+            }
+            for params, mean, std in zip(results["params"], results["mean_test_score"], results["std_test_score"])
+        ]
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> "SVMClassifier":
+        """Select C, gamma (and layer) by speaker-grouped inner CV, then train on all of `X`.
+
+        Args:
+            X: (N, F) features, or (N, L, F) with ``layer`` set.
+            y: N labels (kept as strings).
+            groups: N speaker ids for the inner folds; None makes selection speaker-dependent.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: Bad hyper-parameters, shapes, lengths, NaN/Inf, or too few samples.
+        """
+        self._check_params()
+        X = _finite_float(X)
+        y = _labels(y)
+        if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
+            raise ValueError(f"svm: {len(X)} rows, {len(y)} labels, {None if groups is None else len(groups)} groups")
+        layers = self._candidate_layers(X)
+        splits, self.inner_cv_ = inner_splits(y, groups, int(self.inner_folds), int(self.seed))
+        _check_training_folds(splits, y)
+        rows = [row for layer in layers for row in self._search(X, y, splits, layer)]
+        best = max(rows, key=lambda row: row["mean_score"])  # max keeps the first of ties
+        self.cv_results_ = rows
+        self.best_score_ = best["mean_score"]
+        self.best_params_ = {"C": best["C"], "gamma": best["gamma"], "layer": best["layer"]}
+        self.layer_ = best["layer"]
+        logger.info(
+            "svm: chose %s (inner %s %.3f, %s)", self.best_params_, self.scoring, self.best_score_, self.inner_cv_
+        )
+        chosen = _select(X, self.layer_)
+        self.pipeline_ = self._final_pipeline(best["C"], best["gamma"], _calibration_splits(splits, y, int(self.seed)))
+        self.pipeline_.fit(chosen, y)
+        self._set_shape(X)
+        self.classes_ = np.asarray(self.pipeline_.classes_)
+        return self
+
+    def _set_shape(self, X: np.ndarray) -> None:
+        self.n_layers_ = None if X.ndim == 2 else int(X.shape[1])
+        self.n_features_in_ = int(X.shape[-1])
+
+    # ----------------------------------------------------------------- inference
+
+    def _prepare(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "pipeline_")
+        X = _finite_float(X)
+        expected = (self.n_features_in_,) if self.n_layers_ is None else (self.n_layers_, self.n_features_in_)
+        if X.shape[1:] != expected:
+            raise ValueError(f"svm: expected features of shape (N, {', '.join(map(str, expected))}), got {X.shape}")
+        return _select(X, self.layer_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Calibrated class probabilities, shape (N, len(classes_)), columns in ``classes_`` order."""
+        return np.asarray(self.pipeline_.predict_proba(self._prepare(X)), dtype=np.float64)
+
+    # ----------------------------------------------------------------- persistence
+
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Write the pipeline to ``folder/estimator.skops``; return the selection as JSON-able data."""
+        import skops.io as sio
+
+        check_is_fitted(self, "pipeline_")
+        sio.dump(self.pipeline_, Path(folder) / ESTIMATOR_FILE)
+        return {
+            "estimator": ESTIMATOR_FILE,
+            "classes": [str(c) for c in self.classes_],
+            "best_params": self.best_params_,
+            "best_score": self.best_score_,
+            "layer": self.layer_,
+            "n_layers": self.n_layers_,
+            "n_features": self.n_features_in_,
+            "inner_cv": self.inner_cv_,
+            "cv_results": self.cv_results_,
+        }
+
+    @classmethod
+    def load_state(cls, params: dict[str, Any], state: dict[str, Any], folder: Path) -> "SVMClassifier":
+        """Rebuild a fitted SVM from `save_state`'s dict and the skops file (no code from it runs).
+
+        Raises:
+            ValueError: Untrusted or malformed estimator file, or labels that disagree with it.
+            KeyError: `state` lacks an entry.
+        """
+        model = cls(**params)
+        pipeline = load_estimator(Path(folder) / ESTIMATOR_FILE)
+        classes = [str(c) for c in state["classes"]]
+        if [str(c) for c in pipeline.classes_] != classes:
+            raise ValueError(
+                f"svm: model.json labels {classes} disagree with the estimator's {list(pipeline.classes_)}"
+            )
+        model.pipeline_ = pipeline
+        model.classes_ = np.asarray(pipeline.classes_)
+        model.best_params_ = dict(state["best_params"])
+        model.best_score_ = state.get("best_score")
+        model.layer_ = state["layer"]
+        model.n_layers_ = state["n_layers"]
+        model.n_features_in_ = int(state["n_features"])
+        model.inner_cv_ = state.get("inner_cv", {})
+        model.cv_results_ = state.get("cv_results", [])
+        return model
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _select(X: np.ndarray, layer: int | None) -> np.ndarray:
+    """The (N, F) matrix of one layer, or `X` itself for 2-D inputs."""
+    return X if layer is None else np.ascontiguousarray(X[:, layer, :])
