@@ -1,0 +1,90 @@
+"""The classifier contract: scikit-learn's estimator API plus a safe persistence hook.
+
+Subclasses:
+- store hyper-parameters only in ``__init__`` (scikit-learn rule: ``get_params`` must see
+  them all, unchanged, and they must be JSON-able: they go into ``model.json``);
+- set ``name`` (the registry key) and ``input_kind`` (which cached feature output they
+  read: ``frames``, ``image``, ``pooled``, ``stats`` or ``functionals``);
+- implement ``fit(X, y, groups=None)`` (``groups`` are speakers, used to draw validation
+  or inner cross-validation folds by speaker from the training part only), setting
+  ``classes_`` (sorted label strings) and returning self, and ``predict_proba(X)`` with
+  columns in ``classes_`` order;
+- implement ``save_state(folder) -> dict`` (write weights into `folder` in a format that
+  loads without executing code, return JSON-able fitted state) and the classmethod
+  ``load_state(params, state, folder)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+__all__ = ["MODELS", "Classifier", "build_model", "model_class"]
+
+#: Model name -> "module:Class"; imported only when used. Loading a saved model looks its
+#: name up here and nowhere else, so a model file can never name code to run.
+MODELS: dict[str, str] = {
+    "cnn": "serkit.models.cnn:CNNClassifier",
+    "svm": "serkit.models.svm:SVMClassifier",
+    "efficientnet": "serkit.models.efficientnet:EfficientNetClassifier",
+    "pooled": "serkit.models.pooled:PooledClassifier",
+}
+
+
+class Classifier(ClassifierMixin, BaseEstimator):
+    """Base of every serkit classifier (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = ""
+    input_kind: ClassVar[str] = ""
+
+    @abstractmethod
+    def fit(self, X: Any, y: Any, groups: Any = None) -> "Classifier":
+        """Train on features `X` and labels `y`; `groups` are the speakers of the rows."""
+
+    @abstractmethod
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n, len(classes_)), columns in ``classes_`` order."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable label of each row."""
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+
+    @abstractmethod
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Write the fitted weights into `folder`; return the JSON-able fitted state."""
+
+    @classmethod
+    @abstractmethod
+    def load_state(cls, params: dict[str, Any], state: dict[str, Any], folder: Path) -> "Classifier":
+        """Rebuild a fitted model from its hyper-parameters, `save_state`'s dict and files."""
+
+
+def model_class(name: str) -> type[Classifier]:
+    """The classifier class registered under `name`.
+
+    Raises:
+        ValueError: Unknown name; the message lists the known ones.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    module_name, class_name = MODELS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_model(name: str, **params: Any) -> Classifier:
+    """A new, unfitted classifier; unknown hyper-parameters are an error naming them.
+
+    Raises:
+        ValueError: Unknown model or hyper-parameter.
+    """
+    cls = model_class(name)
+    allowed = sorted(cls().get_params(deep=False))
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown hyper-parameter(s) {unknown}; allowed: {allowed}")
+    return cls(**params)
