@@ -125,7 +125,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     failed = finish_run(result.cache_dir, extractor)
     rate = result.computed / result.seconds if result.seconds else 0.0
     print(f"features: {result.cache_dir}")
-    print(f"  {result.total} utterances (this rank), {result.already_cached} already cached, "
+    scope = f" on rank 0 of {world}" if world > 1 else ""
+    print(f"  {result.total} utterances{scope}, {result.already_cached} already cached, "
           f"{result.computed} computed in {result.seconds:.1f} s ({rate:.2f} files/s)")
     if failed:
         print(f"{len(failed)} utterance(s) failed; see {result.cache_dir / 'errors.csv'}", file=sys.stderr)
@@ -148,6 +149,34 @@ def _init_distributed(world: int, local_rank: int):
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
     return dist
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from serkit.experiment import run_recipe
+    from serkit.report import compare_runs, format_comparison
+
+    results = run_recipe(args.recipe, args.set, args.variant, progress=not args.no_progress and sys.stderr.isatty())
+    print()
+    print(format_comparison(compare_runs([r.run_dir for r in results]), fmt="text"))
+    for result in results:
+        report = result.run_dir / "report" / "report.md"
+        print(f"run: {result.run_dir}" + (f"   report: {report}" if report.exists() else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from serkit.report import write_report
+
+    for run in args.run:
+        print(f"report: {write_report(run)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from serkit.report import compare_runs, format_comparison
+
+    print(format_comparison(compare_runs(args.run), fmt=args.format))
+    return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -200,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("run", help="run a recipe: prepare, extract, train per fold, evaluate, report")
+    p.add_argument("recipe", type=Path, help="a recipe TOML file (see recipes/)")
+    p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set model.params.depth=5 or --set protocol.name=loso")
+    p.add_argument("--variant", action="append", default=[], help="run only this variant (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="(re)write a run's Markdown report and plots from its files")
+    p.add_argument("run", type=Path, nargs="+")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="one table of WA / UA / macro-F1, spread, protocol and overlap across runs")
+    p.add_argument("run", type=Path, nargs="+")
+    p.add_argument("--format", choices=("text", "markdown"), default="text")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("download", help="fetch a corpus's official archives and prepare its manifest")
     p.add_argument("corpus", choices=("shemo",))

@@ -1,0 +1,147 @@
+"""Recipes end to end: the run directory's files and numbers, resuming, strict keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serkit.cli import main
+from serkit.experiment import RecipeError, load_recipe, resolve_variants, run_recipe
+
+RECIPE = """
+name = "small"
+[corpus]
+name = "csv"
+root = "{root}/corpus/metadata.csv"
+synth = {{ speakers = 4, per_emotion = 3, seed = 1, voice = "source-filter" }}
+[features]
+kind = "mfcc"
+[model]
+name = "svm"
+params = {{ input_kind = "stats", C_grid = [1.0, 10.0], gamma_grid = ["scale"] }}
+[protocol]
+name = "loso"
+[run]
+output = "{root}/runs"
+cache = "{root}/cache"
+bootstrap = 200
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(RECIPE.format(root=tmp_path))
+    return path
+
+
+def test_recipe_runs_end_to_end_and_resumes(recipe: Path, tmp_path: Path):
+    [result] = run_recipe(recipe, progress=False)
+    run = result.run_dir
+    assert run == tmp_path / "runs" / "small"
+    for name in ("config.json", "manifest.csv", "folds.csv", "predictions.csv", "metrics.json",
+                 "model/model.json", "report/report.md", "report/confusion_matrix.png"):
+        assert (run / name).is_file(), name
+
+    manifest = pd.read_csv(run / "manifest.csv")
+    folds = pd.read_csv(run / "folds.csv")
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert len(manifest) == 4 * 4 * 3
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3]  # leave one of 4 speakers out
+    assert set(folds["split"]) == {"train", "test"}  # the SVM selects by inner CV: no validation rows
+    # every utterance is tested exactly once, by the fold that left its speaker out
+    assert sorted(predictions["utt_id"]) == sorted(manifest["utt_id"])
+    speakers = manifest.set_index("utt_id")["speaker"]
+    for fold, part in folds.groupby("fold"):
+        train = set(speakers[part.loc[part.split == "train", "utt_id"]])
+        test = set(speakers[part.loc[part.split == "test", "utt_id"]])
+        assert len(test) == 1 and not train & test
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["speaker_independent"] is True
+    assert metrics["speaker_overlap"]["max_shared_fraction"] == 0
+    # the reported numbers are those of the predictions file
+    correct = predictions["label"] == predictions["pred"]
+    assert metrics["overall"]["pooled"]["wa"] == pytest.approx(correct.mean())
+    per_fold = [correct[predictions.fold == f].mean() for f in range(4)]
+    assert metrics["overall"]["wa"]["mean"] == pytest.approx(np.mean(per_fold))
+    assert metrics["overall"]["ua"]["mean"] > 0.4  # well above chance (0.25) on held-out voices
+    lo, hi = metrics["overall"]["ua"]["ci95"]
+    assert lo <= metrics["overall"]["pooled"]["ua"] <= hi
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["protocol"] == "loso" and config["corpus"] == "synth" and config["model"]["name"] == "svm"
+    model_json = json.loads((run / "model" / "model.json").read_text())
+    assert model_json["features"]["kind"] == "mfcc" and model_json["labels"] == ["angry", "happy", "neutral", "sad"]
+    assert "Speaker-independent" in (run / "report" / "report.md").read_text()
+
+    # resume: finished folds are not trained again; a lost fold is redone alone
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.csv")}
+    (run / "predictions" / "fold2-seed0.csv").unlink()
+    run_recipe(recipe, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.csv")}
+    assert after.keys() == stamps.keys()
+    assert all(after[n] == stamps[n] for n in stamps if n != "fold2-seed0.csv")
+    again = pd.read_csv(run / "predictions.csv")
+    pd.testing.assert_frame_equal(again.sort_values("utt_id").reset_index(drop=True),
+                                  predictions.sort_values("utt_id").reset_index(drop=True))
+
+
+def test_changed_recipe_in_the_same_run_directory_is_refused(recipe: Path):
+    run_recipe(recipe, progress=False)
+    with pytest.raises(RecipeError, match="another configuration"):
+        run_recipe(recipe, ["protocol.name=speaker_kfold"], progress=False)
+
+
+def test_unknown_and_mistyped_keys_name_the_key(tmp_path: Path, recipe: Path):
+    with pytest.raises(RecipeError, match=r"unknown key 'modle'.*allowed"):
+        load_recipe(recipe, ["modle.name=cnn"])
+    with pytest.raises(RecipeError, match=r"unknown key 'seed'.*allowed"):
+        load_recipe(recipe, ["run.seed=1"])
+    with pytest.raises(RecipeError, match="run.seeds must be list"):
+        load_recipe(recipe, ["run.seeds=3"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname=1")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_overrides_and_variants(recipe: Path):
+    text = recipe.read_text() + '\n[[variant]]\nname = "a"\n[[variant]]\nname = "b"\nmodel = { params = { C_grid = [5.0] } }\n'
+    recipe.write_text(text)
+    loaded = load_recipe(recipe, ["model.params.inner_folds=2", "protocol.options.group='speaker'"])
+    runs = resolve_variants(loaded)
+    assert [r["variant"] for r in runs] == ["a", "b"]
+    assert runs[1]["model"]["params"]["C_grid"] == [5.0] and runs[1]["model"]["params"]["input_kind"] == "stats"
+    assert runs[0]["model"]["params"]["inner_folds"] == 2
+    assert runs[0]["protocol"]["options"] == {"group": "speaker"}
+    with pytest.raises(RecipeError, match="unknown variant"):
+        resolve_variants(loaded, ["c"])
+
+
+def test_bad_settings_inside_tables_are_reported(recipe: Path):
+    with pytest.raises(RecipeError, match="bogus"):
+        run_recipe(recipe, ["model.params.bogus=1"], progress=False)
+    with pytest.raises(RecipeError, match="protocol"):
+        run_recipe(recipe, ["protocol.name=nope"], progress=False)
+
+
+def test_cli_run_report_and_compare(recipe: Path, tmp_path: Path, capsys):
+    assert main(["run", str(recipe), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "small" in out and "loso" in out and "report:" in out
+    run = tmp_path / "runs" / "small"
+    (run / "report" / "report.md").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "report" / "report.md").is_file()
+    assert main(["compare", str(run), "--format", "markdown"]) == 0
+    table = capsys.readouterr().out
+    assert "| small" in table or "small |" in table
+    assert main(["run", str(recipe), "--set", "modle.name=x"]) == 2
+    assert "unknown key 'modle'" in capsys.readouterr().err
