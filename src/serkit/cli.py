@@ -187,6 +187,66 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audio_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; directories searched recursively for audio files (a missing path stays, to be reported)."""
+    from serkit.datasets._common import audio_files
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = audio_files(path)
+            if not found:
+                raise CommandError(f"{path}: no audio files found in this directory")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from serkit.inference import Predictor, format_predictions
+
+    files = _audio_inputs(args.inputs)
+    predictor = Predictor.load(args.model, backend=args.backend, window=args.window, hop=args.hop)
+    progress = len(files) >= 8 and not args.no_progress and sys.stderr.isatty()
+    predictions = predictor.predict_files(files, segments=args.segments, progress=progress)
+    info = {"model": str(args.model), "backend": args.backend}
+    text = format_predictions(predictions, predictor.labels, args.format, segments=args.segments, info=info)
+    if args.output is not None:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    failed = [p for p in predictions if p.error]
+    if failed:
+        print(f"{len(failed)} of {len(predictions)} file(s) could not be predicted:", file=sys.stderr)
+        for p in failed[:20]:
+            print(f"  {p.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from serkit.export import export_onnx
+
+    if not args.onnx:
+        raise CommandError("choose an export format: --onnx (the only one so far)")
+    for path in export_onnx(args.model, encoder=args.encoder, opset=args.opset):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from serkit.service import run
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise CommandError(f"serve needs the serve extra (pip install 'serkit[serve]'): {exc}") from None
+    if args.max_upload_mb <= 0 or args.max_concurrency < 1:
+        raise CommandError("--max-upload-mb must be positive and --max-concurrency at least 1")
+    run(args.model, host=args.host, port=args.port, backend=args.backend,
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_concurrency=args.max_concurrency)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `serkit` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="serkit", description="Speech emotion recognition toolkit.")
@@ -251,6 +311,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", choices=("shemo",))
     p.add_argument("dest", type=Path)
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("predict", help="predict the emotion of audio files with a saved model")
+    p.add_argument("model", type=Path, metavar="MODEL", help="a model folder (with model.json)")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="FILE|DIR", help="audio files; directories are searched recursively")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--segments", action="store_true", help="also predict every window of each recording")
+    p.add_argument("--window", type=float, default=7.0, metavar="S", help="window length in seconds for long recordings")
+    p.add_argument("--hop", type=float, default=3.5, metavar="S", help="step between windows in seconds")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the predictions here instead of stdout")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a saved model for serving (ONNX)")
+    p.add_argument("model", type=Path, metavar="MODEL", help="a model folder (with model.json)")
+    p.add_argument("--onnx", action="store_true", help="write onnx/classifier.onnx and onnx/export.json")
+    p.add_argument("--encoder", action="store_true", help="also export the SSL encoder of the features")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the classifier")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP (JSON API and a web page)")
+    p.add_argument("model", type=Path, metavar="MODEL", help="a model folder (with model.json)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="N", help="largest upload accepted, MiB")
+    p.add_argument("--max-concurrency", type=int, default=2, metavar="N", help="model batches run at the same time")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
