@@ -500,3 +500,20 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     assert results["single"]["ua"] >= 0.95 and results["ddp"]["ua"] >= 0.95, results
     assert abs(results["single"]["ua"] - results["ddp"]["ua"]) <= 0.05, results
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.json", "ddp_run.py", "single.json"]
+
+
+# --------------------------------------------------------------------------- caller's validation rows
+
+
+def test_validation_rows_given_by_the_caller_are_used() -> None:
+    model, kind = tiny_model("cnn", max_epochs=4, patience=None)
+    X, y, _ = tiny_data(kind, n=8)
+    X_val, y_val, _ = tiny_data(kind, n=4, seed=1)
+    model.fit(X, y, validation=(X_val, y_val))
+    assert len(model.history_) == 4
+    assert all("val_loss" in entry for entry in model.history_)
+    assert model.best_epoch_ is not None
+    with pytest.raises(ValueError, match="do not occur in the training labels"):
+        tiny_model("cnn", max_epochs=1)[0].fit(X, y, validation=(X_val, np.array(["zzz"] * len(X_val))))
+    with pytest.raises(ValueError, match="validation rows have shape"):
+        tiny_model("cnn", max_epochs=1)[0].fit(X, y, validation=(X_val[:, :-1], y_val))

@@ -644,8 +644,15 @@ class TorchClassifier(Classifier):
 
     # ----------------------------------------------------------------- fit
 
-    def fit(self, X: Any, y: Any, groups: Any = None) -> "TorchClassifier":
+    def fit(self, X: Any, y: Any, groups: Any = None, validation: tuple[Any, Any] | None = None) -> "TorchClassifier":
         """Train on `X` (rows first) and labels `y`; `groups` (speakers) draw the validation split.
+
+        Args:
+            X: Features, rows first.
+            y: Labels.
+            groups: Speakers of the rows; the validation split is drawn by speaker from them.
+            validation: ``(X_val, y_val)`` chosen by the caller (an experiment's own
+                speaker-drawn validation rows); replaces the internal split when given.
 
         Returns:
             self, with ``classes_``, ``network_``, ``input_shape_``, ``history_``,
@@ -659,10 +666,15 @@ class TorchClassifier(Classifier):
         labels = np.asarray(y).astype(str)
         if len(labels) != len(x):
             raise ValueError(f"X has {len(x)} rows but y has {len(labels)} labels")
-        classes, codes = np.unique(labels, return_inverse=True)
+        classes = np.unique(labels)
         if len(classes) < 2:
             raise ValueError(f"need at least two classes to train, got {classes.tolist()}")
-        train_idx, val_idx = validation_split(codes, groups, float(self.val_fraction), int(self.seed))
+        if validation is not None and len(validation[1]):
+            x, labels, train_idx, val_idx = self._with_validation(x, labels, classes, validation)
+            codes = np.searchsorted(classes, labels)
+        else:
+            codes = np.searchsorted(classes, labels)
+            train_idx, val_idx = validation_split(codes, groups, float(self.val_fraction), int(self.seed))
         input_shape = tuple(int(n) for n in x.shape[1:])
         with _threads(self.num_threads), _determinism(self.deterministic), _quiet_lightning(not self.progress):
             seed_everything(int(self.seed), workers=False, verbose=False)
@@ -685,6 +697,21 @@ class TorchClassifier(Classifier):
         self.best_epoch_ = lit.best_epoch
         self.class_weights_ = weights
         return self
+
+    def _with_validation(self, x, labels: np.ndarray, classes: np.ndarray, validation: tuple[Any, Any]):
+        """Append the caller's validation rows; their labels must be training classes."""
+        x_val = self.prepare_input(validation[0])
+        y_val = np.asarray(validation[1]).astype(str)
+        if len(x_val) != len(y_val):
+            raise ValueError(f"validation X has {len(x_val)} rows but {len(y_val)} labels")
+        unseen = sorted(set(y_val) - set(classes))
+        if unseen:
+            raise ValueError(f"validation labels {unseen} do not occur in the training labels {classes.tolist()}")
+        if tuple(x_val.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(f"validation rows have shape {tuple(x_val.shape[1:])}, training rows {tuple(x.shape[1:])}")
+        joined = torch.cat([x, x_val]) if isinstance(x, torch.Tensor) else np.concatenate([x, x_val])
+        n = len(x)
+        return joined, np.concatenate([labels, y_val]), np.arange(n), np.arange(n, n + len(x_val))
 
     def _train(
         self,
