@@ -162,16 +162,9 @@ class _ModelInfo:
 
 def _read_model_json(model_dir: Path) -> dict[str, Any]:
     """model.json as a dict (without loading weights: the ONNX backend needs no torch)."""
-    path = model_dir / "model.json"
-    if not path.is_file():
-        raise ModelFormatError(f"{model_dir}: not a serkit model folder (no model.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    from serkit.models.io import read_model_json
+
+    return read_model_json(model_dir)
 
 
 def _model_info(model_dir: Path, meta: dict[str, Any]) -> _ModelInfo:

@@ -22,10 +22,10 @@ Emotion profiles (the values of `PROFILES`; relative to each speaker's neutral v
 
     emotion    pitch  range  rate  level  tilt  breath  jitter  shimmer  pause  final  tremor
                (st)   (x)    (x)   (dB)                                  (x)    (st)   (st)
-    angry      +3.5   1.5    1.20  +7.0   +0.9  0.03    0.015   0.06     0.7    -4.0   0.0
-    happy      +5.0   1.7    1.12  +3.0   +0.4  0.06    0.008   0.04     0.8    -2.0   0.0
+    angry      +3.0   1.1    1.25  +8.0   +0.9  0.03    0.015   0.06     0.7    -4.0   0.0
+    happy      +6.5   2.2    1.02  +3.0   +0.3  0.05    0.008   0.04     0.9    +3.0   0.0
     neutral     0.0   1.0    1.00   0.0    0.0  0.08    0.008   0.04     1.0    -2.5   0.0
-    sad        -2.5   0.45   0.76  -7.0   -0.8  0.45    0.012   0.05     1.5    -1.5   0.0
+    sad        -3.0   0.45   0.72  -8.0   -0.8  0.50    0.012   0.05     1.6    -1.5   0.0
     fearful    +6.5   1.2    1.22  -1.0   -0.2  0.30    0.030   0.08     1.2    +1.0   0.6
     surprised  +5.5   2.0    1.00  +3.0   +0.3  0.06    0.010   0.04     0.9    +6.0   0.0
 
@@ -130,10 +130,10 @@ class EmotionProfile:
 
 #: The emotion table (see the module docstring); the order fixes each emotion's random stream.
 PROFILES: dict[str, EmotionProfile] = {
-    "angry": EmotionProfile(3.5, 1.5, 1.20, 7.0, 0.9, 0.03, 0.015, 0.06, 0.7, -4.0),
-    "happy": EmotionProfile(5.0, 1.7, 1.12, 3.0, 0.4, 0.06, 0.008, 0.04, 0.8, -2.0),
+    "angry": EmotionProfile(3.0, 1.1, 1.25, 8.0, 0.9, 0.03, 0.015, 0.06, 0.7, -4.0),
+    "happy": EmotionProfile(6.5, 2.2, 1.02, 3.0, 0.3, 0.05, 0.008, 0.04, 0.9, 3.0),
     "neutral": EmotionProfile(0.0, 1.0, 1.00, 0.0, 0.0, 0.08, 0.008, 0.04, 1.0, -2.5),
-    "sad": EmotionProfile(-2.5, 0.45, 0.76, -7.0, -0.8, 0.45, 0.012, 0.05, 1.5, -1.5),
+    "sad": EmotionProfile(-3.0, 0.45, 0.72, -8.0, -0.8, 0.50, 0.012, 0.05, 1.6, -1.5),
     "fearful": EmotionProfile(6.5, 1.2, 1.22, -1.0, -0.2, 0.30, 0.030, 0.08, 1.2, 1.0, 0.6),
     "surprised": EmotionProfile(5.5, 2.0, 1.00, 3.0, 0.3, 0.06, 0.010, 0.04, 0.9, 6.0),
 }
@@ -153,12 +153,12 @@ class Variation:
         breath_log: Standard deviation of log(breath).
     """
 
-    pitch_st: float = 1.2
-    range_log: float = 0.2
-    rate_log: float = 0.08
-    level_db: float = 2.5
-    tilt: float = 0.25
-    breath_log: float = 0.35
+    pitch_st: float = 0.8
+    range_log: float = 0.15
+    rate_log: float = 0.06
+    level_db: float = 1.5
+    tilt: float = 0.15
+    breath_log: float = 0.3
 
 
 VARIATION = Variation()
@@ -267,13 +267,13 @@ def _make_speaker(number: int, seed: int) -> Speaker:
     return Speaker(
         name=f"spk{number:02d}",
         gender=gender,
-        f0=float(rng.uniform(180.0, 235.0) if female else rng.uniform(95.0, 130.0)),
+        f0=float(rng.uniform(190.0, 225.0) if female else rng.uniform(100.0, 120.0)),
         tract=float(rng.uniform(1.10, 1.22) if female else rng.uniform(0.92, 1.04)),
-        rate=float(rng.uniform(0.9, 1.1)),
-        gain_db=float(rng.uniform(-2.0, 2.0)),
+        rate=float(rng.uniform(0.94, 1.06)),
+        gain_db=float(rng.uniform(-1.5, 1.5)),
         variant=variants[((number - 1) // 2) % len(variants)],
         # espeak's male variants are deep (75-90 Hz): lift them, else sad speech reaches vocal fry
-        pitch_st=float(rng.uniform(-1.0, 1.0) if female else rng.uniform(0.5, 2.5)),
+        pitch_st=float(rng.uniform(-0.75, 0.75) if female else rng.uniform(0.75, 2.25)),
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from serkit.audio import AudioSpec
 from serkit.models.base import Classifier, model_class
 
-__all__ = ["FORMAT_VERSION", "ModelFormatError", "SavedModel", "library_versions", "load_model", "save_model"]
+__all__ = ["FORMAT_VERSION", "ModelFormatError", "SavedModel", "library_versions", "load_model", "read_model_json", "save_model"]
 
 #: Bump when the folder layout or model.json changes incompatibly.
 FORMAT_VERSION = 1
@@ -126,12 +126,11 @@ def save_model(
     return folder
 
 
-def load_model(folder: str | os.PathLike) -> SavedModel:
-    """Load a model folder written by `save_model`.
+def read_model_json(folder: str | os.PathLike) -> dict[str, Any]:
+    """A model folder's model.json as a dict, without touching the weights.
 
     Raises:
-        ModelFormatError: No model.json, a newer format, an unknown model name or
-            hyper-parameter, or unreadable weights.
+        ModelFormatError: No model.json, invalid JSON, or not a JSON object.
     """
     folder = Path(folder)
     path = folder / _MODEL_JSON
@@ -143,6 +142,19 @@ def load_model(folder: str | os.PathLike) -> SavedModel:
         raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ModelFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def load_model(folder: str | os.PathLike) -> SavedModel:
+    """Load a model folder written by `save_model`.
+
+    Raises:
+        ModelFormatError: No model.json, a newer format, an unknown model name or
+            hyper-parameter, or unreadable weights.
+    """
+    folder = Path(folder)
+    path = folder / _MODEL_JSON
+    meta = read_model_json(folder)
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFormatError(
