@@ -77,7 +77,7 @@ def synth_egemaps(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 
 def test_learns_speaker_independently_on_synthetic_speech(synth_egemaps: pd.DataFrame) -> None:
-    """Train on 4 speakers, test on the 2 others (the corpus gives about 0.83 UA; chance 0.25)."""
+    """Train on 4 speakers, test on the 2 others (the corpus gives about 0.96 UA; chance 0.25)."""
     table = synth_egemaps
     X = np.stack(table["x"])
     assert X.shape[1] == 88
@@ -86,7 +86,7 @@ def test_learns_speaker_independently_on_synthetic_speech(synth_egemaps: pd.Data
     ua = balanced_accuracy_score(table["label"][~train], model.predict(X[~train]))
     log.info("synthetic corpus, 2 held-out speakers: UA %.3f with %s", ua, model.best_params_)
     assert model.inner_cv_["grouped"] and model.inner_cv_["n_splits"] == 4  # 4 training speakers < 5 folds
-    assert ua >= 0.75
+    assert ua >= 0.9
 
 
 class _SpyGridSearch(svm.GridSearchCV):

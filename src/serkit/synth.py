@@ -23,19 +23,23 @@ Emotion profiles (the values of `PROFILES`; relative to each speaker's neutral v
     emotion    pitch  range  rate  level  tilt  breath  jitter  shimmer  pause  final  tremor
                (st)   (x)    (x)   (dB)                                  (x)    (st)   (st)
     angry      +3.0   1.1    1.25  +8.0   +0.9  0.03    0.015   0.06     0.7    -4.0   0.0
-    happy      +6.5   2.2    1.02  +3.0   +0.3  0.05    0.008   0.04     0.9    +3.0   0.0
+    happy      +6.5   2.2    1.02  +4.0   +0.4  0.05    0.008   0.04     0.9    +3.0   0.0
     neutral     0.0   1.0    1.00   0.0    0.0  0.08    0.008   0.04     1.0    -2.5   0.0
     sad        -3.0   0.45   0.72  -8.0   -0.8  0.50    0.012   0.05     1.6    -1.5   0.0
     fearful    +6.5   1.2    1.22  -1.0   -0.2  0.30    0.030   0.08     1.2    +1.0   0.6
     surprised  +5.5   2.0    1.00  +3.0   +0.3  0.06    0.010   0.04     0.9    +6.0   0.0
 
-So angry and happy are high-pitched, wide-ranged and fast, angry loudest with a pressed, tense
-voice (flat spectral tilt, strong high harmonics), happy bright; sad is low, narrow, slow, soft
-and breathy (steep tilt, aspiration noise); neutral sits in the middle. Each utterance draws
-its own deviation from the profile (`VARIATION`) so that classes overlap a little, and each
-speaker has a gender, base pitch, vocal-tract length (formant scaling), speaking rate and
-recording level of its own (`_make_speaker`); with espeak-ng the base pitch is a ``-p`` offset
-and the vocal tract comes from a gendered voice variant (``en-us+f1`` ...).
+So angry is loud, fast and tense (a pressed voice: flat spectral tilt, strong high harmonics)
+with a moderately raised pitch and a narrow-ish range; happy has the highest pitch, the widest
+range and a final rise, a bright but not pressed voice, moderate loudness and a normal rate;
+while sad is low, narrow, slow, soft and breathy (steep tilt, aspiration noise); neutral is
+each speaker's baseline. The emotion differences in pitch, range, rate, loudness and tilt are
+larger than the differences between speakers of the same gender, so that emotions can be told
+apart on speakers a model has not heard. Each utterance draws its own deviation from the
+profile (`VARIATION`) so that classes overlap a little, and each speaker has a gender, base
+pitch, vocal-tract length (formant scaling), speaking rate and recording level of its own
+(`_make_speaker`); with espeak-ng the base pitch is a ``-p`` offset and the vocal tract comes
+from a gendered voice variant (``en-us+f1`` ...).
 
 Speakers ``spk01``, ``spk02`` ... alternate female and male; take k of a speaker is the same
 sentence in every emotion (``spk01_angry_003`` and ``spk01_sad_003`` say the same words), and
@@ -131,7 +135,7 @@ class EmotionProfile:
 #: The emotion table (see the module docstring); the order fixes each emotion's random stream.
 PROFILES: dict[str, EmotionProfile] = {
     "angry": EmotionProfile(3.0, 1.1, 1.25, 8.0, 0.9, 0.03, 0.015, 0.06, 0.7, -4.0),
-    "happy": EmotionProfile(6.5, 2.2, 1.02, 3.0, 0.3, 0.05, 0.008, 0.04, 0.9, 3.0),
+    "happy": EmotionProfile(6.5, 2.2, 1.02, 4.0, 0.4, 0.05, 0.008, 0.04, 0.9, 3.0),
     "neutral": EmotionProfile(0.0, 1.0, 1.00, 0.0, 0.0, 0.08, 0.008, 0.04, 1.0, -2.5),
     "sad": EmotionProfile(-3.0, 0.45, 0.72, -8.0, -0.8, 0.50, 0.012, 0.05, 1.6, -1.5),
     "fearful": EmotionProfile(6.5, 1.2, 1.22, -1.0, -0.2, 0.30, 0.030, 0.08, 1.2, 1.0, 0.6),
