@@ -19,8 +19,8 @@ $serkit prepare csv "$out/corpus/metadata.csv" -o "$out/manifest.csv"
 $serkit info "$out/manifest.csv"
 echo "== 3. features, folds, training, evaluation, report (resumable: run again to continue)"
 $serkit run "$recipe" "${sets[@]}"
-echo "== 4. predict one file with the saved CNN"
-file=$(ls "$out"/corpus/spk06/*angry*.wav | head -n 1)
-$serkit predict "$out/runs/demo/cnn_mfcc/model" "$file"
+echo "== 4. predict new voices (a speaker the models never heard) with the saved CNN"
+[ -f "$out/unseen/metadata.csv" ] || $serkit synth "$out/unseen" --speakers 2 --per-emotion 1 --seed 99 >/dev/null
+$serkit predict "$out/runs/demo/cnn_mfcc/model" "$out/unseen"
 echo
 echo "demo finished: runs under $out/runs/demo (report.md in each run's report/ folder)"
