@@ -598,8 +598,11 @@ class TorchClassifier(Classifier):
     # ----------------------------------------------------------------- subclass interface
 
     def build_network(self, n_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-        """A fresh network mapping a float32 batch of `input_shape` rows to class logits."""
-        raise NotImplementedError
+        """A fresh network mapping a float32 batch of `input_shape` rows to class logits.
+
+        Every subclass (cnn, efficientnet, pooled) defines it; the base has no network.
+        """
+        raise TypeError(f"{type(self).__name__} does not define build_network(); subclass TorchClassifier")
 
     def prepare_input(self, X: Any) -> torch.Tensor:
         """The features as a tensor with rows first; float16 stays float16 (cast per batch).
