@@ -53,6 +53,7 @@ espeak-ng: for a given espeak-ng version).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -229,21 +230,8 @@ class Speaker:
     pitch_st: float
 
 
-@dataclass(frozen=True)
-class Utterance:
-    """One utterance's prosody and voice quality: a profile plus its random deviation."""
-
-    pitch_st: float
-    range_scale: float
-    rate: float
-    level_db: float
-    tilt: float
-    breath: float
-    jitter: float
-    shimmer: float
-    pause: float
-    final_st: float
-    tremor_st: float
+#: One utterance's prosody and voice quality: its emotion's profile with drawn deviations.
+Utterance = EmotionProfile
 
 
 @dataclass(frozen=True)
@@ -282,19 +270,15 @@ def _make_speaker(number: int, seed: int) -> Speaker:
 
 
 def _utterance(profile: EmotionProfile, rng: np.random.Generator, spread: Variation = VARIATION) -> Utterance:
-    """Draw one utterance's parameters around `profile`."""
-    return Utterance(
+    """Draw one utterance's parameters around `profile` (the rest are the profile's own)."""
+    return dataclasses.replace(
+        profile,
         pitch_st=profile.pitch_st + spread.pitch_st * rng.standard_normal(),
         range_scale=profile.range_scale * math.exp(spread.range_log * rng.standard_normal()),
         rate=profile.rate * math.exp(spread.rate_log * rng.standard_normal()),
         level_db=profile.level_db + spread.level_db * rng.standard_normal(),
         tilt=float(np.clip(profile.tilt + spread.tilt * rng.standard_normal(), -1.0, 1.0)),
         breath=profile.breath * math.exp(spread.breath_log * rng.standard_normal()),
-        jitter=profile.jitter,
-        shimmer=profile.shimmer,
-        pause=profile.pause,
-        final_st=profile.final_st,
-        tremor_st=profile.tremor_st,
     )
 
 
