@@ -103,6 +103,14 @@ def test_input_kinds() -> None:
         ("pooled", {"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
         ("pooled", {"batch_size": 0}, "batch_size must be a positive integer"),
         ("efficientnet", {"drop_rate": 1.5}, "drop_rate"),
+        ("cnn", {"augment": {"width": 0.1}}, r"augment: unknown setting\(s\) \['width'\]"),
+        ("efficientnet", {"augment": {"time_mask": 1.5}}, r"augment\.time_mask must be a fraction in \[0, 1\)"),
+        ("cnn", {"augment": {"masks": -1}}, "augment.masks must be a non-negative integer"),
+        ("cnn", {"augment": "yes"}, "augment must be true, false, null or a table"),
+        ("pooled", {"augment": True}, "augment needs frame maps"),
+        ("cnn", {"lr_schedule": "step"}, r"lr_schedule must be one of \[None, 'cosine'\]"),
+        ("pooled", {"input_kind": "frames"}, r"pooled \(layer_sum\) reads one of \['pooled', 'stats', 'functionals'\]"),
+        ("pooled", {"pooling": "attention", "input_kind": "stats"}, r"pooled \(attention\) reads one of \['frames'\]"),
     ],
 )
 def test_bad_hyperparameters_are_clear_errors(name: str, params: dict, message: str) -> None:
@@ -193,8 +201,14 @@ def test_cnn_small_map_skips_pooling() -> None:
 @pytest.mark.parametrize("key", list(TINY))
 def test_overfits_a_tiny_set(key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # Lightning must not write into the working directory
-    model, kind = tiny_model(key, max_epochs=40 if key == "efficientnet" else 30)
-    X, y, _ = tiny_data(kind)
+    if key == "efficientnet":
+        # 32 rows in batches of 8: on 8 rows in batches of 4, B0's last batch norms (1 x 1 maps)
+        # memorise in train mode with statistics that their eval-mode running averages miss.
+        model, kind = tiny_model(key, max_epochs=20, batch_size=8)
+        X, y, _ = tiny_data(kind, n=32)
+    else:
+        model, kind = tiny_model(key, max_epochs=30)
+        X, y, _ = tiny_data(kind)
     model.fit(X, y)
     assert (model.predict(X) == y).mean() == 1.0
     assert len(model.history_) == model.max_epochs
@@ -250,16 +264,128 @@ def test_checkpoint_resume_continues(key: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- (e) determinism
 
 
+@pytest.mark.parametrize("augment", [None, True], ids=["plain", "augmented"])
 @pytest.mark.parametrize("key", ["cnn", "efficientnet", "pooled-attention"])
-def test_same_seed_same_probabilities(key: str) -> None:
+def test_same_seed_same_probabilities(key: str, augment: bool | None) -> None:
     X, y, speakers = tiny_data(TINY[key][2])
     runs = []
     dropout = {"drop_rate": 0.3} if key == "efficientnet" else {"dropout": 0.3}
     for seed in (3, 3, 4):
-        model, _ = tiny_model(key, seed=seed, max_epochs=1, **dropout)
+        model, _ = tiny_model(key, seed=seed, max_epochs=1, augment=augment, **dropout)
         runs.append(model.fit(X, y, groups=speakers).predict_proba(X))
-    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[1])  # augmentation draws are seeded too
     assert not np.array_equal(runs[0], runs[2])
+
+
+# --------------------------------------------------------------------------- (f) augmentation, schedule
+
+
+def _rolled_by(row: np.ndarray, source: np.ndarray, axis: int, largest: int) -> int:
+    """The circular shift along `axis` that turns `source` into `row` where `row` is not masked (0)."""
+    kept = row != 0
+    for shift in range(-largest, largest + 1):
+        if np.array_equal(row[kept], np.roll(source, shift, axis=axis)[kept]):
+            return shift
+    raise AssertionError("the row is not a shifted copy of its input")
+
+
+def _masked_spans(masked: np.ndarray) -> list[int]:
+    """Lengths of the runs of True in a 1-D boolean array."""
+    edges = np.diff(np.concatenate([[0], masked.astype(int), [0]]))
+    return list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+
+
+@pytest.mark.parametrize(("layout", "time_axis", "freq_axis"), [("frames", -2, -1), ("image", -1, -2)])
+def test_spec_augment_shifts_in_time_and_masks_bands(layout: str, time_axis: int, freq_axis: int) -> None:
+    frames, dims = 40, 16
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, size=(64, 1, frames, dims)).astype(np.float32)  # never 0: zeros are masks
+    x = base if layout == "frames" else base[:, 0].transpose(0, 2, 1).copy()  # images: (N, D, T)
+    augment = training.SpecAugment(time_axis, freq_axis, time_shift=0.25, time_mask=0.25, freq_mask=0.25, masks=1)
+    torch.manual_seed(0)
+    out = augment.train()(torch.from_numpy(x)).numpy()
+    shifts = []
+    for row_in, row_out in zip(x, out):
+        grid_in = row_in.reshape(frames, dims) if layout == "frames" else row_in.T
+        grid_out = row_out.reshape(frames, dims) if layout == "frames" else row_out.T
+        shifts.append(_rolled_by(grid_out, grid_in, axis=0, largest=10))  # at most 0.25 x 40 frames
+        zero = grid_out == 0
+        time_masked, freq_masked = zero.all(axis=1), zero.all(axis=0)
+        assert np.array_equal(zero, time_masked[:, None] | freq_masked[None, :])  # whole frames and whole bands
+        assert all(span <= 10 for span in _masked_spans(time_masked))
+        assert all(span <= 4 for span in _masked_spans(freq_masked))
+    assert len(set(shifts)) > 10 and min(shifts) < 0 < max(shifts)  # each row its own shift, both ways
+    assert (out == 0).any(axis=(1, 2)).mean() > 0.5  # most rows got a mask of non-zero width
+    # eval mode: untouched, so validation, prediction and exported graphs never see it
+    np.testing.assert_array_equal(augment.eval()(torch.from_numpy(x)).numpy(), x)
+
+
+def test_augment_settings() -> None:
+    assert training.resolve_augment(None) is None and training.resolve_augment(False) is None
+    assert training.resolve_augment(True) == training.AUGMENT_DEFAULTS
+    assert training.resolve_augment({"masks": 2})["masks"] == 2
+    assert isinstance(CNNClassifier().augmenter(-2, -1), torch.nn.Identity)
+    assert isinstance(CNNClassifier(augment=True).augmenter(-2, -1), training.SpecAugment)
+    # no parameters or buffers: weights saved with or without augmentation are interchangeable
+    with_aug = CNNClassifier(depth=2, input_size=16, augment=True).build_network(2, (1, 40, 13))
+    without = CNNClassifier(depth=2, input_size=16).build_network(2, (1, 40, 13))
+    assert with_aug.state_dict().keys() == without.state_dict().keys()
+
+
+def test_augmented_model_saves_and_predicts_deterministically(tmp_path: Path) -> None:
+    model, kind = tiny_model("efficientnet", augment={"time_mask": 0.2, "masks": 2}, lr_schedule="cosine")
+    X, y, speakers = tiny_data(kind)
+    model.fit(X, y, groups=speakers)
+    first = model.predict_proba(X)
+    np.testing.assert_array_equal(model.predict_proba(X), first)  # no augmentation at prediction
+    loaded = load_model(save_model(model, tmp_path / "model")).model
+    assert loaded.get_params()["augment"] == {"time_mask": 0.2, "masks": 2}
+    assert loaded.get_params()["lr_schedule"] == "cosine"
+    np.testing.assert_allclose(loaded.predict_proba(X), first, atol=1e-6)
+
+
+def test_warmup_cosine_factor() -> None:
+    factor = training._warmup_cosine(200, 0.05)  # 10 warm-up steps
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    decay = [factor(s) for s in range(10, 201)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert factor(105) == pytest.approx(0.5, abs=0.01) and factor(200) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cosine_schedule_reaches_zero_and_resumes(tmp_path: Path) -> None:
+    X, y, speakers = tiny_data("stats", n=16)  # 16 rows, batch 4: 4 steps per epoch
+    folder = tmp_path / "ckpt"
+    settings = {"max_epochs": 3, "patience": None, "checkpoint_dir": str(folder), "lr_schedule": "cosine"}
+    model, _ = tiny_model("pooled-layer_sum", **settings)
+    model.fit(X, y, groups=speakers)
+    checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
+    [scheduler] = checkpoint["lr_schedulers"]
+    assert scheduler["last_epoch"] == 12  # every step of the 3 epochs
+    assert scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)  # the cosine ended at zero
+    plain, _ = tiny_model("pooled-layer_sum", max_epochs=1, patience=None, checkpoint_dir=str(tmp_path / "plain"))
+    plain.fit(X, y)
+    assert torch.load(tmp_path / "plain" / "last.ckpt", weights_only=True)["lr_schedulers"] == []
+
+
+def test_efficientnet_head_starts_at_chance() -> None:
+    network = EfficientNetClassifier().build_network(4, (64, 64)).train()
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(16, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        logits = network(images)
+    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(16, dtype=torch.long))
+    # timm's own head (uniform +-1/sqrt(4)) starts at logits of std ~5 and a loss near 4
+    assert float(logits.std()) < 0.5 and float(loss) == pytest.approx(np.log(4), abs=0.2)
+
+
+def test_pooled_reads_the_output_it_is_told(tmp_path: Path) -> None:
+    X, y, speakers = tiny_data("stats")
+    functionals = X[:, 0]  # (8, 20): one vector per clip, e.g. eGeMAPS
+    model = PooledClassifier(input_kind="functionals", max_epochs=2, val_fraction=0.0).fit(functionals, y)
+    assert model.input_kind == "functionals" and model.layer_weights_.shape == (1,)
+    assert PooledClassifier().input_kind == "pooled" and PooledClassifier(pooling="attention").input_kind == "frames"
+    saved = json.loads((save_model(model, tmp_path / "model") / "model.json").read_text())
+    assert saved["input_kind"] == "functionals"
+    assert load_model(tmp_path / "model").model.input_kind == "functionals"
 
 
 # --------------------------------------------------------------------------- (g) imbalance
@@ -412,12 +538,18 @@ def synth_features(tmp_path_factory: pytest.TempPathFactory) -> SynthFeatures:
 
 #: (model, hyper-parameters, feature, minimum UA on the held-out speakers). Chance is 0.25.
 #: Measured on CPU (seed 0, all four default emotions, no speaker normalisation): cnn 0.938,
-#: layer_sum 0.962, attention 1.000, efficientnet 0.762 (0.713/0.562 with seeds 0/1 on the earlier corpus).
+#: layer_sum 0.962, attention 1.000, efficientnet 0.950 (0.988 / 0.950 with seeds 1 / 2).
 LEARNERS = {
     "cnn": ("cnn", {"depth": 3, "input_size": 64, "max_epochs": 30}, "mfcc_frames", 0.9),
     # EfficientNet-B0 (4 M parameters) from scratch -- no ImageNet weights offline -- on 320
-    # 64 x 64 images is data-starved: it learns (chance is 0.25) but far less than the rest.
-    "efficientnet": ("efficientnet", {"max_epochs": 12, "batch_size": 8}, "logmel_image", 0.5),
+    # 64 x 64 images needs time shifts and SpecAugment masks and a cosine schedule to reach
+    # unseen speakers: with a constant rate and no augmentation it stays near 0.76-0.88.
+    "efficientnet": (
+        "efficientnet",
+        {"max_epochs": 35, "batch_size": 16, "patience": None, "augment": True, "lr_schedule": "cosine"},
+        "logmel_image",
+        0.9,
+    ),
     "pooled-layer_sum": ("pooled", {"pooling": "layer_sum"}, "mfcc_stats", 0.9),
     "pooled-attention": ("pooled", {"pooling": "attention"}, "logmel_frames", 0.9),
 }

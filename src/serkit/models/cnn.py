@@ -4,6 +4,7 @@ Network (arXiv 2309.12714 describes 7 convolutional blocks with batch norm, max 
 dropout on a 300 x 300 map; the 3- and 5-block variants are its ablation):
 
     Standardize (per channel and feature dim, over time; fitted on the training rows)
+    -> SpecAugment (training only, when ``augment`` is set; time is the map's first axis)
     -> input adapter (``input_mode``: the map as the CNN sees it, see `adapt_map`)
     -> depth x [3x3 conv (no bias) -> batch norm -> ReLU -> 2x2 max pool -> dropout]
     -> global average pooling -> dense(hidden) -> ReLU -> dropout -> dense(classes)
@@ -135,11 +136,13 @@ class CNNNetwork(nn.Module):
         dropout: float,
         hidden: int,
         dense_dropout: float,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.conv_input_shape = adapted_shape(input_shape, input_mode, input_size)
         c_in, height, width = self.conv_input_shape
         self.standardize = Standardize(input_shape, reduce_axes=(1,))
+        self.augment = augment if augment is not None else nn.Identity()  # training only
         self.adapt = _MapAdapter(input_mode, input_size)
         self.kernels = pool_kernels(height, width, len(channels))
         blocks = []
@@ -157,7 +160,7 @@ class CNNNetwork(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.adapt(self.standardize(x))))
+        return self.head(self.blocks(self.adapt(self.augment(self.standardize(x)))))
 
 
 class CNNClassifier(TorchClassifier):
@@ -249,4 +252,5 @@ class CNNClassifier(TorchClassifier):
             dropout=float(self.dropout),
             hidden=int(self.hidden),
             dense_dropout=float(self.dense_dropout),
+            augment=self.augmenter(time_axis=-2, freq_axis=-1),  # rows (C, T, D)
         )

@@ -11,7 +11,8 @@ Two poolings:
   time (a one-hidden-layer scorer, softmax over frames) gives one vector per clip for the MLP.
 
 Inputs are standardised per layer and feature dimension with statistics of the training rows.
-MLP: dense(hidden) -> ReLU -> dropout -> dense(classes).
+``augment`` (attention only) masks and shifts the frames during training (`SpecAugment`; the
+feature dimensions play the part of frequency). MLP: dense(hidden) -> ReLU -> dropout -> dense(classes).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from torch import nn
 
 from serkit.models.training import Standardize, TorchClassifier
 
-__all__ = ["POOLINGS", "PooledClassifier", "PooledNetwork"]
+__all__ = ["POOLINGS", "READABLE", "PooledClassifier", "PooledNetwork"]
 
-#: Pooling -> the cached feature output it reads.
+#: Pooling -> the cached feature output it reads unless ``input_kind`` names another.
 POOLINGS: dict[str, str] = {"layer_sum": "pooled", "attention": "frames"}
+#: Pooling -> the feature outputs whose rows fit it: per-layer (or single) utterance vectors
+#: for layer_sum (SSL ``pooled``, spectral ``stats``, openSMILE ``functionals``), frame maps
+#: for attention.
+READABLE: dict[str, tuple[str, ...]] = {"layer_sum": ("pooled", "stats", "functionals"), "attention": ("frames",)}
 
 
 class PooledNetwork(nn.Module):
@@ -51,12 +56,14 @@ class PooledNetwork(nn.Module):
         hidden: int,
         dropout: float,
         attention_hidden: int,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.pooling = pooling
         layers, dims = int(input_shape[0]), int(input_shape[-1])
         # Per layer and dim; for frames the statistics are pooled over time (axis 1).
         self.standardize = Standardize(input_shape, reduce_axes=(1,) if pooling == "attention" else ())
+        self.augment = augment if augment is not None else nn.Identity()  # training only
         self.layer_logits = nn.Parameter(torch.zeros(layers))  # uniform weights at start
         self.attention: nn.Module | None = None
         if pooling == "attention":
@@ -70,7 +77,7 @@ class PooledNetwork(nn.Module):
         return torch.softmax(self.layer_logits, dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(x)
+        x = self.augment(self.standardize(x))
         weights = self.layer_weights().view(-1, *([1] * (x.ndim - 2)))
         x = (x * weights).sum(dim=1)  # (N, F) or (N, T, D)
         if self.attention is not None:
@@ -88,6 +95,9 @@ class PooledClassifier(TorchClassifier):
         hidden: MLP width.
         dropout: MLP dropout.
         attention_hidden: Width of the attention scorer (``attention`` only).
+        input_kind: The feature output to read; None: the pooling's own (``pooled`` for
+            layer_sum, ``frames`` for attention). layer_sum also reads ``stats`` (MFCC / log-mel
+            statistics) and ``functionals`` (openSMILE), as one layer.
         **training: Training hyper-parameters of `TorchClassifier` (lr, batch_size, ...).
     """
 
@@ -99,6 +109,7 @@ class PooledClassifier(TorchClassifier):
         hidden: int = 256,
         dropout: float = 0.2,
         attention_hidden: int = 128,
+        input_kind: str | None = None,
         **training: Any,
     ) -> None:
         super().__init__(**training)
@@ -106,11 +117,16 @@ class PooledClassifier(TorchClassifier):
         self.hidden = hidden
         self.dropout = dropout
         self.attention_hidden = attention_hidden
+        self.input_kind = input_kind
 
     @property
     def input_kind(self) -> str:  # type: ignore[override]
-        """``"pooled"`` for layer_sum, ``"frames"`` for attention."""
-        return POOLINGS.get(self.pooling, "pooled")
+        """The feature output read: the ``input_kind`` given, else the pooling's own."""
+        return self._input_kind or POOLINGS.get(self.pooling, "pooled")
+
+    @input_kind.setter
+    def input_kind(self, value: str | None) -> None:
+        self._input_kind = value
 
     @property
     def layer_weights_(self) -> np.ndarray:
@@ -130,6 +146,12 @@ class PooledClassifier(TorchClassifier):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.input_kind not in READABLE[self.pooling]:
+            raise ValueError(
+                f"pooled ({self.pooling}) reads one of {list(READABLE[self.pooling])}, not input_kind {self.input_kind!r}"
+            )
+        if self.pooling == "layer_sum" and self.augment not in (None, False):
+            raise ValueError("augment needs frame maps: pooled layer_sum reads utterance statistics (use attention)")
 
     def prepare_input(self, X: Any) -> torch.Tensor:
         """Add the layer axis when there is one layer: (N, F) -> (N, 1, F), (N, T, D) -> (N, 1, T, D).
@@ -157,4 +179,5 @@ class PooledClassifier(TorchClassifier):
             hidden=int(self.hidden),
             dropout=float(self.dropout),
             attention_hidden=int(self.attention_hidden),
+            augment=self.augmenter(time_axis=-2, freq_axis=-1) if self.pooling == "attention" else None,
         )

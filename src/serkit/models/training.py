@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -46,12 +47,16 @@ from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSa
 from serkit.models.base import Classifier
 
 __all__ = [
+    "AUGMENT_DEFAULTS",
     "CLASS_WEIGHTS",
+    "LR_SCHEDULES",
     "MONITORS",
+    "SpecAugment",
     "Standardize",
     "TorchClassifier",
     "class_weights",
     "make_train_loader",
+    "resolve_augment",
     "resolve_precision",
     "sample_weights",
     "validation_split",
@@ -65,8 +70,16 @@ WEIGHTS_FILE = "weights.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
 #: Validation metrics that choose the best epoch and drive early stopping.
 MONITORS: tuple[str, ...] = ("val_loss", "val_ua")
+#: Allowed values of ``lr_schedule``: constant (the paper's Adam), or a linear warm-up over
+#: `WARMUP_FRACTION` of the training steps followed by a cosine decay to zero at ``max_epochs``.
+LR_SCHEDULES: tuple[str | None, ...] = (None, "cosine")
+WARMUP_FRACTION = 0.05
 #: Allowed values of ``class_weight``.
 CLASS_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
+#: Settings of the ``augment`` hyper-parameter and their values for ``augment=True``: the
+#: largest circular time shift and the widest time / frequency mask, as fractions of the axis,
+#: and how many masks of each kind (SpecAugment's time and frequency masking).
+AUGMENT_DEFAULTS: dict[str, float] = {"time_shift": 0.125, "time_mask": 0.125, "freq_mask": 0.125, "masks": 1}
 #: Batch size of validation and prediction (eval mode, no batch-norm batch statistics).
 EVAL_BATCH_SIZE = 32
 #: Lightning's loggers whose info lines (GPU available, ...) are hidden unless progress=True.
@@ -220,7 +233,97 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+def resolve_augment(augment: bool | dict[str, Any] | None) -> dict[str, float] | None:
+    """The ``augment`` hyper-parameter as full settings, or None when augmentation is off.
+
+    None / False: off. True: `AUGMENT_DEFAULTS`. A dict: the defaults updated with its
+    entries (e.g. ``{"time_mask": 0.2, "masks": 2}``).
+
+    Raises:
+        ValueError: Unknown keys, fractions outside [0, 1), or a negative mask count.
+    """
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return dict(AUGMENT_DEFAULTS)
+    if not isinstance(augment, dict):
+        raise ValueError(f"augment must be true, false, null or a table of {sorted(AUGMENT_DEFAULTS)}, got {augment!r}")
+    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"augment: unknown setting(s) {unknown}; allowed: {sorted(AUGMENT_DEFAULTS)}")
+    settings = {**AUGMENT_DEFAULTS, **augment}
+    for key in ("time_shift", "time_mask", "freq_mask"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"augment.{key} must be a fraction in [0, 1), got {value!r}")
+    masks = settings["masks"]
+    if isinstance(masks, bool) or not isinstance(masks, (int, np.integer)) or masks < 0:
+        raise ValueError(f"augment.masks must be a non-negative integer, got {masks!r}")
+    return settings
+
+
 # --------------------------------------------------------------------------- modules
+
+
+class SpecAugment(nn.Module):
+    """Training-time augmentation of frame maps and spectrogram images; the identity in eval mode.
+
+    Each training row gets its own random circular shift in time (up to ``time_shift`` of the
+    frames either way: where in the clip the speech sits says nothing about the emotion) and
+    ``masks`` time masks and ``masks`` frequency masks (SpecAugment, Park et al. 2019), each of
+    a random width up to ``time_mask`` / ``freq_mask`` of its axis, set to zero. Placed right
+    after `Standardize`, zero is the training mean. It holds no parameters or buffers, so
+    saved weights are the same with or without it, and exported (eval-mode) graphs skip it.
+    Random draws come from torch's global generator, which ``fit`` seeds.
+
+    Args:
+        time_axis: Axis of time in a batch (negative, e.g. -2 for (N, C, T, D)).
+        freq_axis: Axis of frequency (or feature dimension) in a batch.
+        time_shift, time_mask, freq_mask, masks: See `AUGMENT_DEFAULTS`.
+    """
+
+    def __init__(
+        self, time_axis: int, freq_axis: int, *, time_shift: float, time_mask: float, freq_mask: float, masks: int
+    ) -> None:
+        super().__init__()
+        if time_axis >= 0 or freq_axis >= 0 or time_axis == freq_axis:
+            raise ValueError(f"time_axis and freq_axis must be distinct negative axes, got {time_axis}, {freq_axis}")
+        self.time_axis, self.freq_axis = time_axis, freq_axis
+        self.time_shift, self.time_mask, self.freq_mask = float(time_shift), float(time_mask), float(freq_mask)
+        self.masks = int(masks)
+
+    def extra_repr(self) -> str:
+        return (f"time_axis={self.time_axis}, freq_axis={self.freq_axis}, time_shift={self.time_shift}, "
+                f"time_mask={self.time_mask}, freq_mask={self.freq_mask}, masks={self.masks}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        x = x.movedim((self.time_axis, self.freq_axis), (-2, -1))  # (N, ..., T, F)
+        n, frames, dims = x.shape[0], x.shape[-2], x.shape[-1]
+        row_shape = (n,) + (1,) * (x.ndim - 3)
+        largest = int(self.time_shift * frames)
+        if largest > 0:
+            shifts = torch.randint(-largest, largest + 1, (n,), device=x.device)
+            index = (torch.arange(frames, device=x.device) - shifts[:, None]) % frames  # (N, T)
+            x = torch.gather(x, -2, index.view(*row_shape, frames, 1).expand_as(x))
+        time_masked = _random_masks(n, frames, int(self.time_mask * frames), self.masks, x.device)
+        freq_masked = _random_masks(n, dims, int(self.freq_mask * dims), self.masks, x.device)
+        masked = time_masked.view(*row_shape, frames, 1) | freq_masked.view(*row_shape, 1, dims)
+        return x.masked_fill(masked, 0.0).movedim((-2, -1), (self.time_axis, self.freq_axis))
+
+
+def _random_masks(rows: int, length: int, widest: int, count: int, device: torch.device) -> torch.Tensor:
+    """(rows, length) booleans: `count` spans per row, each of a random width in 0..widest."""
+    positions = torch.arange(length, device=device)
+    masked = torch.zeros(rows, length, dtype=torch.bool, device=device)
+    if widest <= 0:
+        return masked
+    for _ in range(count):
+        width = torch.randint(0, widest + 1, (rows, 1), device=device)
+        start = (torch.rand(rows, 1, device=device) * (length - width + 1)).floor().long()
+        masked |= (positions >= start) & (positions < start + width)
+    return masked
 
 
 class Standardize(nn.Module):
@@ -283,11 +386,19 @@ class _LitClassifier(pl.LightningModule):
     """
 
     def __init__(
-        self, network: nn.Module, *, lr: float, weights: np.ndarray | None, monitor: str, meta: dict[str, Any]
+        self,
+        network: nn.Module,
+        *,
+        lr: float,
+        weights: np.ndarray | None,
+        monitor: str,
+        meta: dict[str, Any],
+        lr_schedule: str | None = None,
     ) -> None:
         super().__init__()
         self.network = network
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.monitor = monitor
         self.meta = meta
         weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
@@ -304,9 +415,16 @@ class _LitClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x.float())
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         params = [p for p in self.network.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr)
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        if self.lr_schedule is None:
+            return optimizer
+        # Steps of the whole max_epochs run (per rank under DDP); the scheduler's state is in
+        # the checkpoints, so a resumed run continues the same curve.
+        factor = _warmup_cosine(int(self.trainer.estimated_stepping_batches), WARMUP_FRACTION)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
         hook = getattr(self.network, "on_train_start", None)
@@ -396,6 +514,19 @@ class _LitValidated(_LitClassifier):
         parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
         torch.distributed.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
+
+
+def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Any:
+    """Learning-rate factor of step s: linear warm-up to 1, then a cosine decay to 0 at the last step."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+    decay = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay)))
+
+    return factor
 
 
 def _unweighted_accuracy(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -539,6 +670,11 @@ class TorchClassifier(Classifier):
             with the same folder continues from it (to retrain, use an empty folder).
         progress: Show the progress bar, the model summary and Lightning's info lines.
         num_threads: torch CPU threads during fit and predict; None leaves torch's setting.
+        augment: Training-time `SpecAugment` of frame maps and images: None / False (off),
+            True (`AUGMENT_DEFAULTS`) or a dict overriding some of them. Models whose rows
+            have no time axis refuse it.
+        lr_schedule: None (a constant learning rate, the paper's) or ``"cosine"`` (5 % linear
+            warm-up, then cosine decay to zero at ``max_epochs``; see `LR_SCHEDULES`).
     """
 
     name: ClassVar[str] = ""
@@ -563,6 +699,8 @@ class TorchClassifier(Classifier):
         checkpoint_dir: str | None = None,
         progress: bool = False,
         num_threads: int | None = None,
+        augment: bool | dict[str, Any] | None = None,
+        lr_schedule: str | None = None,
     ) -> None:
         self.lr = lr
         self.batch_size = batch_size
@@ -581,6 +719,8 @@ class TorchClassifier(Classifier):
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
         self.num_threads = num_threads
+        self.augment = augment
+        self.lr_schedule = lr_schedule
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -619,6 +759,16 @@ class TorchClassifier(Classifier):
             raise ValueError(f"{type(self).__name__}: features must be numeric, got dtype {array.dtype}")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
+    def augmenter(self, time_axis: int, freq_axis: int) -> nn.Module:
+        """The network's training-time augmentation: `SpecAugment` per ``augment``, else identity.
+
+        Networks place it right after their `Standardize`, naming the axes of their batches.
+        """
+        settings = resolve_augment(self.augment)
+        if settings is None:
+            return nn.Identity()
+        return SpecAugment(time_axis, freq_axis, **settings)
+
     def initialize_network(self, network: nn.Module) -> None:
         """Called once per fit on the new network, before training (e.g. pretrained weights)."""
 
@@ -644,6 +794,9 @@ class TorchClassifier(Classifier):
             raise ValueError(f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.num_threads is not None and int(self.num_threads) < 1:
             raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
+        resolve_augment(self.augment)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     # ----------------------------------------------------------------- fit
 
@@ -689,7 +842,9 @@ class TorchClassifier(Classifier):
             weights = class_weights(codes[train_idx], len(classes), self.class_weight)
             meta = {"classes": classes.tolist(), "input_shape": list(input_shape), "train_rows": len(train_idx)}
             lit_class = _LitValidated if len(val_idx) else _LitClassifier
-            lit = lit_class(network, lr=float(self.lr), weights=weights, monitor=self.monitor, meta=meta)
+            lit = lit_class(
+                network, lr=float(self.lr), weights=weights, monitor=self.monitor, meta=meta, lr_schedule=self.lr_schedule
+            )
             self._train(lit, x, codes, train_idx, val_idx, len(classes))
         if lit.best_state is not None:
             network.load_state_dict(lit.best_state)
