@@ -75,11 +75,13 @@ def models(corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     svm = {"C_grid": [1.0, 10.0], "gamma_grid": ["scale"], "inner_folds": 3}
     cnn = {"depth": 3, "input_mode": "resize", "input_size": 32, **TORCH_FAST}
     pooled = {"pooling": "attention", "hidden": 32, "attention_hidden": 16, **TORCH_FAST}
+    # trained with augmentation and a schedule: prediction and export must not see either
+    efficientnet = {**TORCH_FAST, "augment": True, "lr_schedule": "cosine"}
     return {
         "svm": _train(smile, _features(smile, "functionals", files), "svm", svm, meta, root / "svm"),
         "cnn": _train(mfcc, frames, "cnn", cnn, meta, root / "cnn"),
         "pooled": _train(mfcc, frames, "pooled", pooled, meta, root / "pooled"),
-        "efficientnet": _train(logmel, _features(logmel, "image", files), "efficientnet", TORCH_FAST, meta, root / "efficientnet"),
+        "efficientnet": _train(logmel, _features(logmel, "image", files), "efficientnet", efficientnet, meta, root / "efficientnet"),
     }
 
 
