@@ -102,6 +102,7 @@ class EfficientNetNetwork(nn.Module):
         n_classes: Outputs of the new head.
         drop_rate: Dropout before the head.
         freeze_backbone: Train the head only.
+        augment: Training-time augmentation after `Standardize` (`SpecAugment`); None: none.
     """
 
     def __init__(

@@ -45,6 +45,7 @@ class PooledNetwork(nn.Module):
         hidden: MLP width.
         dropout: MLP dropout.
         attention_hidden: Width of the attention scorer.
+        augment: Training-time augmentation after `Standardize` (`SpecAugment`); None: none.
     """
 
     def __init__(
