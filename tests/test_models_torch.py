@@ -108,7 +108,7 @@ def test_input_kinds() -> None:
         ("cnn", {"augment": {"masks": -1}}, "augment.masks must be a non-negative integer"),
         ("cnn", {"augment": "yes"}, "augment must be true, false, null or a table"),
         ("pooled", {"augment": True}, "augment needs frame maps"),
-        ("cnn", {"lr_schedule": "step"}, r"lr_schedule must be one of \[None, 'cosine'\]"),
+        ("cnn", {"lr_schedule": "step"}, r"lr_schedule must be one of \[None, 'constant', 'cosine'\]"),
         ("pooled", {"input_kind": "frames"}, r"pooled \(layer_sum\) reads one of \['pooled', 'stats', 'functionals'\]"),
         ("pooled", {"pooling": "attention", "input_kind": "stats"}, r"pooled \(attention\) reads one of \['frames'\]"),
     ],
@@ -362,9 +362,11 @@ def test_cosine_schedule_reaches_zero_and_resumes(tmp_path: Path) -> None:
     [scheduler] = checkpoint["lr_schedulers"]
     assert scheduler["last_epoch"] == 12  # every step of the 3 epochs
     assert scheduler["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)  # the cosine ended at zero
-    plain, _ = tiny_model("pooled-layer_sum", max_epochs=1, patience=None, checkpoint_dir=str(tmp_path / "plain"))
-    plain.fit(X, y)
-    assert torch.load(tmp_path / "plain" / "last.ckpt", weights_only=True)["lr_schedulers"] == []
+    for schedule in (None, "constant"):  # "constant" switches a recipe's schedule off from --set (TOML has no null)
+        folder = tmp_path / f"plain-{schedule}"
+        plain, _ = tiny_model("pooled-layer_sum", max_epochs=1, patience=None, checkpoint_dir=str(folder), lr_schedule=schedule)
+        plain.fit(X, y)
+        assert torch.load(folder / "last.ckpt", weights_only=True)["lr_schedulers"] == []
 
 
 def test_efficientnet_head_starts_at_chance() -> None:

@@ -70,9 +70,10 @@ WEIGHTS_FILE = "weights.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
 #: Validation metrics that choose the best epoch and drive early stopping.
 MONITORS: tuple[str, ...] = ("val_loss", "val_ua")
-#: Allowed values of ``lr_schedule``: constant (the paper's Adam), or a linear warm-up over
-#: `WARMUP_FRACTION` of the training steps followed by a cosine decay to zero at ``max_epochs``.
-LR_SCHEDULES: tuple[str | None, ...] = (None, "cosine")
+#: Allowed values of ``lr_schedule``: None or ``"constant"`` (the paper's Adam; the name lets a
+#: TOML override, which has no null, switch a recipe's schedule off), or ``"cosine"``: a linear
+#: warm-up over `WARMUP_FRACTION` of the training steps, then a cosine decay to zero at ``max_epochs``.
+LR_SCHEDULES: tuple[str | None, ...] = (None, "constant", "cosine")
 WARMUP_FRACTION = 0.05
 #: Allowed values of ``class_weight``.
 CLASS_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
@@ -418,7 +419,7 @@ class _LitClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         params = [p for p in self.network.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr)
-        if self.lr_schedule is None:
+        if self.lr_schedule in (None, "constant"):
             return optimizer
         # Steps of the whole max_epochs run (per rank under DDP); the scheduler's state is in
         # the checkpoints, so a resumed run continues the same curve.
@@ -673,8 +674,9 @@ class TorchClassifier(Classifier):
         augment: Training-time `SpecAugment` of frame maps and images: None / False (off),
             True (`AUGMENT_DEFAULTS`) or a dict overriding some of them. Models whose rows
             have no time axis refuse it.
-        lr_schedule: None (a constant learning rate, the paper's) or ``"cosine"`` (5 % linear
-            warm-up, then cosine decay to zero at ``max_epochs``; see `LR_SCHEDULES`).
+        lr_schedule: None or ``"constant"`` (a constant learning rate, the paper's), or
+            ``"cosine"`` (5 % linear warm-up, then cosine decay to zero at ``max_epochs``; see
+            `LR_SCHEDULES`).
     """
 
     name: ClassVar[str] = ""
