@@ -125,6 +125,15 @@ def test_overrides_and_variants(recipe: Path):
         resolve_variants(loaded, ["c"])
 
 
+def test_command_line_overrides_beat_what_a_variant_sets(recipe: Path):
+    text = recipe.read_text() + '\n[[variant]]\nname = "b"\nmodel = { params = { C_grid = [5.0], inner_folds = 4 } }\n'
+    recipe.write_text(text)
+    [run] = resolve_variants(load_recipe(recipe, ["model.params.C_grid=[0.5, 2.0]"]), ["b"])
+    assert run["model"]["params"]["C_grid"] == [0.5, 2.0]  # the variant's [5.0] was silently kept before
+    assert run["model"]["params"]["inner_folds"] == 4 and run["model"]["params"]["input_kind"] == "stats"
+    assert "_overrides" not in run
+
+
 def test_bad_settings_inside_tables_are_reported(recipe: Path):
     with pytest.raises(RecipeError, match="bogus"):
         run_recipe(recipe, ["model.params.bogus=1"], progress=False)

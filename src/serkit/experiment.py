@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Key under which `load_recipe` keeps the ``--set`` overrides for `resolve_variants`.
+_OVERRIDES = "_overrides"
+
+
 class RecipeError(ValueError):
     """A recipe that cannot run; the message names the key or file and the reason."""
 
@@ -150,12 +154,18 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
             raise RecipeError(f"{path.name}: variant {i} needs a name")
         _check_keys({k: v for k, v in variant.items() if k != "name"}, SCHEMA, f"{path.name}.variant[{variant['name']}]")
     recipe.setdefault("name", path.stem)
+    # Kept to be applied again over each variant: what the user typed beats what a variant sets.
+    recipe[_OVERRIDES] = list(overrides)
     return recipe
 
 
 def resolve_variants(recipe: dict[str, Any], only: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The recipe's runs: the base alone, or the base merged with each variant."""
-    base = _merge(DEFAULTS, {k: v for k, v in recipe.items() if k != "variant"})
+    """The recipe's runs: the base alone, or the base merged with each variant.
+
+    ``--set`` overrides given to `load_recipe` are applied last, over each variant's own values.
+    """
+    overrides = recipe.get(_OVERRIDES, [])
+    base = _merge(DEFAULTS, {k: v for k, v in recipe.items() if k not in ("variant", _OVERRIDES)})
     variants = recipe.get("variant", [])
     if not variants:
         return [base]
@@ -167,7 +177,7 @@ def resolve_variants(recipe: dict[str, Any], only: Sequence[str] = ()) -> list[d
     for variant in variants:
         if only and variant["name"] not in only:
             continue
-        config = _merge(base, {k: v for k, v in variant.items() if k != "name"})
+        config = apply_overrides(_merge(base, {k: v for k, v in variant.items() if k != "name"}), overrides)
         config["variant"] = variant["name"]
         runs.append(config)
     return runs
