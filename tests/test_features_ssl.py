@@ -331,16 +331,16 @@ def test_half_dtype_on_cpu_warns_and_uses_float32(tiny_models, signals, caplog):
 
 
 def test_float16_overflow_is_clipped(caplog):
-    from serkit.features.ssl import _to_float16
+    from serkit.features.encoder import to_float16
 
-    with caplog.at_level(logging.WARNING, logger="serkit.features.ssl"):
-        out = _to_float16(np.array([1.0, -1e6, 1e6], np.float32), "m")
+    with caplog.at_level(logging.WARNING, logger="serkit.features.encoder"):
+        out = to_float16(np.array([1.0, -1e6, 1e6], np.float32), "m")
     assert np.isfinite(out).all() and "exceed float16" in caplog.text
 
 
 def test_import_is_cheap():
     heavy = "('torch', 'transformers', 'onnxruntime', 'onnx')"
-    code = f"import sys, serkit.features.ssl; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, serkit.features.ssl, serkit.features.whisper; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

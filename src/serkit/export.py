@@ -100,9 +100,12 @@ def export_onnx(model_dir: str | os.PathLike, *, encoder: bool = False, opset: i
 
     folder = Path(model_dir)
     saved = load_model(folder)
-    if encoder and (saved.features or {}).get("kind") != "ssl":
+    if encoder and not _encoder_exportable(saved.features):
         kind = (saved.features or {}).get("kind")
-        raise ValueError(f"{folder}: encoder export is for SSL features; this model uses {kind!r} features")
+        raise ValueError(
+            f"{folder}: {kind!r} features have no ONNX encoder export (only SSL encoders do; "
+            "a Whisper encoder stays in its own backend, CTranslate2 or transformers, for prediction)"
+        )
     out_dir = folder / EXPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / CLASSIFIER_FILE
@@ -503,23 +506,29 @@ def _sigmoid(g: _Graph, decision: str, n_classes: int, calibrators: list[Any]) -
 # --------------------------------------------------------------------------- SSL encoder
 
 
+def _encoder_exportable(identity: dict[str, Any] | None) -> bool:
+    """Whether the extractor family of a saved feature identity can export its encoder."""
+    from serkit.features.base import extractor_class
+
+    try:
+        return bool(identity) and bool(getattr(extractor_class(identity["kind"]), "exports_onnx_encoder", False))
+    except ValueError:
+        return False
+
+
 def _export_encoder(saved: Any, out_dir: Path) -> dict[str, Any]:
-    """Export the SSL encoder with the extractor's own ONNX backend, under `out_dir`."""
+    """Export the features' encoder with its extractor's own ONNX export, under `out_dir`."""
     from serkit.audio import AudioSpec
     from serkit.features import build_extractor
 
     identity = saved.features
-    settings = {**identity["config"], "backend": "onnx", "device": None}
-    extractor = build_extractor({"kind": "ssl", **settings}, AudioSpec.from_dict(identity["audio_spec"]))
-    extractor.setup(out_dir)
-    path = Path(getattr(getattr(extractor, "_encoder", None), "path", ""))
-    if not path.is_file():
-        raise ValueError(f"the SSL encoder export did not produce a model file under {out_dir}")
+    extractor = build_extractor({"kind": identity["kind"], **identity["config"]}, AudioSpec.from_dict(identity["audio_spec"]))
+    path = extractor.export_onnx_encoder(out_dir)
     return {
         "file": path.relative_to(out_dir).as_posix(),
         "model": identity["config"].get("model"),
         "revision": extractor.resolved_revision(),
-        "quantize": settings.get("quantize", "none"),
+        "quantize": identity["config"].get("quantize", "none"),
     }
 
 

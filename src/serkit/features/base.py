@@ -20,7 +20,7 @@ import numpy as np
 
 from serkit.audio import AudioSpec
 
-__all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict"]
+__all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict", "extractor_class"]
 
 #: Bump when the on-disk layout of cached features changes; part of every fingerprint.
 CACHE_FORMAT_VERSION = 1
@@ -31,6 +31,7 @@ EXTRACTORS: dict[str, str] = {
     "logmel": "serkit.features.spectral:LogMelExtractor",
     "mfcc": "serkit.features.spectral:MFCCExtractor",
     "opensmile": "serkit.features.opensmile:OpenSmileExtractor",
+    "whisper": "serkit.features.whisper:WhisperExtractor",
 }
 
 
@@ -101,8 +102,17 @@ def build_extractor(config: dict[str, Any], spec: AudioSpec | None = None) -> Ex
     """
     settings = dict(config)
     kind = settings.pop("kind", None)
+    cls = extractor_class(kind)
+    return cls(config_from_dict(cls.config_class, settings, f"features.{kind}"), spec)
+
+
+def extractor_class(kind: str) -> type[Extractor]:
+    """The extractor class registered for `kind`, imported on use.
+
+    Raises:
+        ValueError: Unknown kind; the message lists the known ones.
+    """
     if kind not in EXTRACTORS:
         raise ValueError(f"feature kind {kind!r} unknown; known: {sorted(EXTRACTORS)}")
     module_name, class_name = EXTRACTORS[kind].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(config_from_dict(cls.config_class, settings, f"features.{kind}"), spec)
+    return getattr(importlib.import_module(module_name), class_name)

@@ -49,14 +49,7 @@ torch, transformers and onnxruntime are imported only when a model is loaded.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
-import re
-import socket
-import threading
-import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +58,14 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 
 from serkit.audio import AudioSpec, fix_length
-from serkit.features.base import Extractor
+from serkit.features.encoder import (
+    POOLING_STATS,
+    EncoderExtractor,
+    check_pooling_stats,
+    group_by_length,
+    pool_hidden_states,
+)
+from serkit.features.hub import ModelNotAvailableError, from_pretrained
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -87,34 +87,11 @@ PAPER_DURATION = 7.0
 PAPER_FRAMES = 349
 
 _MODES = ("paper", "native")
-_STATS = ("mean", "std")
 _BACKENDS = ("torch", "onnx")
 _QUANTIZE = ("none", "int8")
 _DTYPES = ("float32", "float16", "bfloat16")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
-_HUB_PROBE_TIMEOUT_S = 3.0
 #: Model families whose masked, padded batches give the same features as clips run alone.
 _PADDING_SAFE_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat"})
-
-
-class ModelNotAvailableError(OSError):
-    """An encoder that is neither cached nor local and cannot be downloaded now.
-
-    The message names the model and says how to fetch it on a connected machine.
-    """
-
-    def __init__(self, model: str, revision: str, reason: str) -> None:
-        super().__init__(
-            f"SSL model {model!r} (revision {revision!r}) is not available: {reason}. "
-            f"On a machine with internet run `hf download {model} --revision {revision}` "
-            f"(older clients: `huggingface-cli download {model} --revision {revision}`), then copy "
-            "the Hugging Face cache (~/.cache/huggingface/hub, or $HF_HUB_CACHE) to this machine, "
-            "or save the model folder there and pass its path as `model`."
-        )
-        self.model = model
-        self.revision = revision
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -144,7 +121,7 @@ class SSLConfig:
     model: str = DEFAULT_MODEL
     revision: str = "main"
     mode: Literal["paper", "native"] = "paper"
-    pooling_stats: tuple[str, ...] = ("mean", "std")
+    pooling_stats: tuple[str, ...] = POOLING_STATS
     frame_layers: tuple[int, ...] = (-1,)
     frames_length: int | None = PAPER_FRAMES
     backend: Literal["torch", "onnx"] = "torch"
@@ -172,9 +149,7 @@ class SSLConfig:
             raise ValueError(f"SSLConfig.model must be a Hub id or a folder, got {self.model!r}")
         if not isinstance(self.revision, str) or not self.revision:
             raise ValueError(f"SSLConfig.revision must be a non-empty string, got {self.revision!r}")
-        stats = self.pooling_stats
-        if not stats or len(set(stats)) != len(stats) or not set(stats) <= set(_STATS):
-            raise ValueError(f"SSLConfig.pooling_stats must be ('mean',) or ('mean', 'std'), got {stats!r}")
+        check_pooling_stats(self.pooling_stats, "SSLConfig")
 
     def _check_numbers(self) -> None:
         if any(not _is_int(i) for i in self.frame_layers):
@@ -201,136 +176,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-# --------------------------------------------------------------------------- model loading
-
-
-def _offline_mode() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (the libraries read them at import)."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-def _hub_address() -> tuple[str, int]:
-    """Host and port a download would connect to first: the proxy if one is set, else the Hub."""
-    from huggingface_hub import constants
-
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    url = urllib.parse.urlparse(endpoint)
-    proxy = urllib.request.getproxies().get(url.scheme)
-    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
-        url = urllib.parse.urlparse(proxy)
-    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-
-
-def _hub_reachable(timeout: float = _HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the Hub (or proxy) opens within `timeout` seconds.
-
-    Without this check, huggingface_hub retries an unreachable host for about 25 s.
-    """
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection(_hub_address(), timeout=timeout):
-                result.append(True)
-        except (OSError, ValueError):
-            result.append(False)
-
-    # A thread bounds the DNS lookup too, which the socket timeout does not cover.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
-
-
-def _from_pretrained(load: Callable[..., Any], model: str, revision: str, **kwargs: Any) -> Any:
-    """Load from a local folder or the cache first, then from the Hub when that is allowed.
-
-    Raises:
-        ModelNotAvailableError: Not local or cached, and offline, unreachable or refused.
-    """
-    if Path(model).expanduser().is_dir():
-        try:
-            return load(str(Path(model).expanduser()), local_files_only=True, **kwargs)
-        except (OSError, ValueError) as exc:  # missing files, or a config.json that is not a model's
-            raise ModelNotAvailableError(model, revision, f"the folder is not a complete model ({exc})") from None
-    if _looks_like_path(model):
-        raise ModelNotAvailableError(model, revision, "no such folder")
-    try:
-        return load(model, revision=revision, local_files_only=True, **kwargs)
-    except OSError:
-        pass  # not cached: try the network below
-    if _offline_mode():
-        reason = "not in the local cache and offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)"
-        raise ModelNotAvailableError(model, revision, reason)
-    if not _hub_reachable():
-        host, port = _hub_address()
-        raise ModelNotAvailableError(model, revision, f"not in the local cache and {host}:{port} cannot be reached")
-    try:
-        return load(model, revision=revision, **kwargs)
-    except OSError as exc:
-        raise ModelNotAvailableError(model, revision, f"download failed ({exc})") from exc
-
-
-def _folder_digest(folder: Path) -> str:
-    """Hash of a model folder: config.json plus name, size and head/tail bytes of weight files.
-
-    Cheap (no full read of a 1 GB checkpoint) yet changes when the weights are replaced.
-    """
-    digest = hashlib.sha256()
-    config = folder / "config.json"
-    digest.update(config.read_bytes() if config.is_file() else b"")
-    for path in sorted(folder.iterdir()):
-        if path.suffix not in (".safetensors", ".bin", ".pt", ".pth") or not path.is_file():
-            continue
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(65536))
-            handle.seek(max(0, size - 65536))
-            digest.update(handle.read(65536))
-    return digest.hexdigest()[:16]
-
-
-def _cached_commit(model: str, revision: str) -> str | None:
-    """Commit hash of the cached snapshot `revision` points to, without network."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    try:
-        path = try_to_load_from_cache(model, "config.json", cache_dir=constants.HF_HUB_CACHE, revision=revision)
-    except ValueError:  # not a valid repo id
-        return None
-    if not isinstance(path, str):
-        return None
-    match = re.search(r"snapshots/([0-9a-f]{40})/", Path(path).as_posix())
-    return match.group(1) if match else None
-
-
-def resolve_revision(model: str, revision: str) -> str:
-    """The revision recorded in the fingerprint, found without network.
-
-    Args:
-        model: Hub id or local folder.
-        revision: The configured revision.
-
-    Returns:
-        ``local:<digest>`` for a folder, the commit hash of the cached snapshot for a Hub id,
-        else `revision` itself (the model is not cached yet).
-    """
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return f"local:{_folder_digest(folder)}"
-    if _COMMIT.match(revision):
-        return revision
-    return _cached_commit(model, revision) or revision
-
-
 def conv_output_length(num_samples: int, kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
     """Frames the convolutional front end makes of `num_samples` samples (no padding).
 
@@ -346,41 +191,6 @@ def conv_output_length(num_samples: int, kernels: tuple[int, ...], strides: tupl
     for kernel, stride in zip(kernels, strides):
         length = (length - kernel) // stride + 1
     return length
-
-
-# --------------------------------------------------------------------------- pooling
-
-
-def pool_hidden_states(hidden: np.ndarray, stats: tuple[str, ...] = _STATS) -> np.ndarray:
-    """Statistics over the frames of every hidden state.
-
-    Args:
-        hidden: (num_hidden_states, frames, dim), true frames only.
-        stats: ``("mean",)`` or ``("mean", "std")`` (population std).
-
-    Returns:
-        (num_hidden_states, dim * len(stats)) float32, statistics concatenated in `stats` order.
-    """
-    hidden = np.asarray(hidden, dtype=np.float32)
-    parts = {"mean": lambda: hidden.mean(axis=1), "std": lambda: hidden.std(axis=1)}
-    return np.concatenate([parts[name]() for name in stats], axis=-1).astype(np.float32, copy=False)
-
-
-def _fix_frames(frames: np.ndarray, length: int | None) -> np.ndarray:
-    """Zero-pad or cut a (layers, frames, dim) map on the frame axis."""
-    if length is None or frames.shape[1] == length:
-        return frames
-    moved = np.moveaxis(frames, 1, -1)  # fix_length works on the last axis
-    return np.ascontiguousarray(np.moveaxis(fix_length(moved, length), -1, 1))
-
-
-def _to_float16(array: np.ndarray, what: str) -> np.ndarray:
-    """Cast to float16, clipping (with a warning) values beyond its range instead of making inf."""
-    peak = float(np.abs(array).max()) if array.size else 0.0
-    if peak > _FLOAT16_MAX:
-        logger.warning("%s: values up to %.3g exceed float16; clipped to +-%g", what, peak, _FLOAT16_MAX)
-        array = np.clip(array, -_FLOAT16_MAX, _FLOAT16_MAX)
-    return array.astype(np.float16)
 
 
 # --------------------------------------------------------------------------- torch side
@@ -492,7 +302,7 @@ def _conv_norm(model_config: Any) -> str:
 # --------------------------------------------------------------------------- the extractor
 
 
-class SSLExtractor(Extractor):
+class SSLExtractor(EncoderExtractor):
     """Pooled statistics and frame maps of a self-supervised speech encoder.
 
     Call `setup` once (the pipeline does) or let the first `extract` load the model.
@@ -501,10 +311,10 @@ class SSLExtractor(Extractor):
     name: ClassVar[str] = "ssl"
     config_class: ClassVar[type] = SSLConfig
     config: SSLConfig
+    exports_onnx_encoder: ClassVar[bool] = True
 
     def __init__(self, config: SSLConfig | None = None, spec: AudioSpec | None = None) -> None:
         super().__init__(config, spec)
-        self._revision: str | None = None
         self._model_config: Any = None
         self._feature_extractor: Any = None
         self._encoder: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
@@ -521,21 +331,6 @@ class SSLExtractor(Extractor):
         """Clips per encoder call."""
         return self.config.batch_size
 
-    def identity(self) -> dict[str, Any]:
-        """Base identity plus the resolved model revision (commit hash or local folder digest)."""
-        identity = super().identity()
-        identity["model_revision"] = self.resolved_revision()
-        return identity
-
-    def resolved_revision(self) -> str:
-        """Commit hash of the cached model, ``local:<digest>`` for a folder, else the configured revision."""
-        if self._revision is None or not self._is_final(self._revision):
-            self._revision = resolve_revision(self.config.model, self.config.revision)
-        return self._revision
-
-    def _is_final(self, revision: str) -> bool:
-        return revision.startswith("local:") or bool(_COMMIT.match(revision))
-
     def setup(self, workdir: Path | None = None) -> None:
         """Load the config, preprocessing and encoder (exporting to ONNX under `workdir` if asked).
 
@@ -549,7 +344,7 @@ class SSLExtractor(Extractor):
         if self._encoder is not None:
             return
         cfg = self.config
-        self._model_config = _from_pretrained(_auto("AutoConfig"), cfg.model, cfg.revision)
+        self._model_config = from_pretrained(_auto("AutoConfig"), cfg.model, cfg.revision)
         self._check_model_config()
         self._feature_extractor = self._load_feature_extractor()
         self._revision = None  # the load may have filled the cache: resolve again
@@ -560,13 +355,18 @@ class SSLExtractor(Extractor):
         self._encoder = self._onnx_encoder(workdir) if cfg.backend == "onnx" else self._torch_encoder()
         logger.info("SSL encoder %s (%s) ready: backend %s", cfg.model, self.resolved_revision(), cfg.backend)
 
-    def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
-        """Features of one preprocessed clip: ``{"pooled": ..., "frames": ...}``, float16."""
-        return self.extract_batch([signal], sampling_rate)[0]
+    def export_onnx_encoder(self, out_dir: Path) -> Path:
+        """Export this encoder with the ONNX backend under `out_dir` (reused when already there).
 
-    def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
-        """Features of several clips, in input order; each clip's result ignores its batch mates."""
-        return [self._outputs(hidden) for hidden in self.hidden_states(signals, sampling_rate)]
+        Returns:
+            The ``.onnx`` file (int8-quantised when ``quantize = "int8"``).
+        """
+        onnx = SSLExtractor(dataclasses.replace(self.config, backend="onnx", device=None), self.spec)
+        onnx.setup(Path(out_dir))
+        path = Path(getattr(onnx._encoder, "path", ""))
+        if not path.is_file():
+            raise ValueError(f"the SSL encoder export did not produce a model file under {out_dir}")
+        return path
 
     # ---------------------------------------------------------------- public helpers
 
@@ -622,7 +422,7 @@ class SSLExtractor(Extractor):
     def _load_feature_extractor(self) -> Any:
         cfg = self.config
         try:
-            return _from_pretrained(_auto("AutoFeatureExtractor"), cfg.model, cfg.revision)
+            return from_pretrained(_auto("AutoFeatureExtractor"), cfg.model, cfg.revision)
         except (ModelNotAvailableError, ValueError) as exc:
             logger.warning("%s: no usable preprocessor_config.json (%s); using wav2vec 2.0 defaults", cfg.model, exc)
             return _default_feature_extractor(self._model_config)
@@ -630,7 +430,7 @@ class SSLExtractor(Extractor):
     def _load_torch_model(self) -> Any:
         import torch
 
-        model = _from_pretrained(_auto("AutoModel"), self.config.model, self.config.revision, dtype=torch.float32)
+        model = from_pretrained(_auto("AutoModel"), self.config.model, self.config.revision, dtype=torch.float32)
         return model.eval()
 
     def _torch_encoder(self) -> _TorchEncoder:
@@ -713,15 +513,7 @@ class SSLExtractor(Extractor):
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into encoder calls: by length, equal lengths only when padding is unsafe."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        groups: list[list[int]] = []
-        for index in order:
-            same = groups and (self._can_pad() or lengths[groups[-1][0]] == lengths[index])
-            if same and len(groups[-1]) < self.config.batch_size:
-                groups[-1].append(index)
-            else:
-                groups.append([index])
-        return groups
+        return group_by_length(lengths, self.config.batch_size, self._can_pad())
 
     def _encode(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """One encoder call; the feature extractor normalises each clip over its true length."""
@@ -737,15 +529,6 @@ class SSLExtractor(Extractor):
         hidden = self._encoder(inputs["input_values"], mask)
         lengths = [self.num_frames(len(c)) for c in clips]
         return [np.ascontiguousarray(hidden[:, b, :n]) for b, n in enumerate(lengths)]
-
-    def _outputs(self, hidden: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-utterance float16 outputs from (num_layers + 1, frames, dim) float32."""
-        model = self.config.model
-        outputs = {"pooled": _to_float16(pool_hidden_states(hidden, self.config.pooling_stats), model)}
-        if self.config.frame_layers:
-            frames = _fix_frames(hidden[list(self.config.frame_layers)], self.config.frames_length)
-            outputs["frames"] = _to_float16(frames, model)
-        return outputs
 
 
 def _auto(name: str) -> Callable[..., Any]:

@@ -1,0 +1,172 @@
+"""What every pretrained speech encoder shares: hidden states in, pooled statistics and frame maps out.
+
+An encoder family (wav2vec 2.0-style models in `serkit.features.ssl`, Whisper in
+`serkit.features.whisper`) subclasses `EncoderExtractor` and implements one method,
+`hidden_states`: float32 arrays (hidden states, frames, dim) over each clip's true frames. This
+base turns them into the outputs every classifier reads, identically for every family:
+
+* ``"pooled"``: statistics over the frames of every hidden state the encoder gives,
+  (hidden states, dim * len(pooling_stats)), float16;
+* ``"frames"``: the frame x dim map of the hidden states in ``frame_layers``, zero-padded or cut
+  to ``frames_length`` after the encoder, (len(frame_layers), frames, dim), float16.
+
+It also keeps one fingerprint discipline: the identity adds the resolved model revision (the
+commit of a cached Hub snapshot, or a digest of the model folder's config and weight files), so
+replacing the weights changes the cache folder. A family whose encoder can be exported to ONNX
+says so with ``exports_onnx_encoder`` and implements `export_onnx_encoder`; `serkit.export` and
+`serkit.inference` ask the extractor instead of knowing the families.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from serkit.audio import AudioSpec, fix_length
+from serkit.features.base import Extractor
+from serkit.features.hub import is_final_revision, resolve_revision
+
+__all__ = ["POOLING_STATS", "EncoderExtractor", "group_by_length", "pool_hidden_states"]
+
+logger = logging.getLogger(__name__)
+
+#: The statistics `pool_hidden_states` offers, in their output order.
+POOLING_STATS = ("mean", "std")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def pool_hidden_states(hidden: np.ndarray, stats: tuple[str, ...] = POOLING_STATS) -> np.ndarray:
+    """Statistics over the frames of every hidden state.
+
+    Args:
+        hidden: (num_hidden_states, frames, dim), true frames only.
+        stats: ``("mean",)`` or ``("mean", "std")`` (population std).
+
+    Returns:
+        (num_hidden_states, dim * len(stats)) float32, statistics concatenated in `stats` order.
+    """
+    hidden = np.asarray(hidden, dtype=np.float32)
+    parts = {"mean": lambda: hidden.mean(axis=1), "std": lambda: hidden.std(axis=1)}
+    return np.concatenate([parts[name]() for name in stats], axis=-1).astype(np.float32, copy=False)
+
+
+def check_pooling_stats(stats: tuple[str, ...], where: str) -> None:
+    """Raise ValueError unless `stats` is ``("mean",)`` or ``("mean", "std")``."""
+    if not stats or len(set(stats)) != len(stats) or not set(stats) <= set(POOLING_STATS):
+        raise ValueError(f"{where}.pooling_stats must be ('mean',) or ('mean', 'std'), got {stats!r}")
+
+
+def fix_frames(frames: np.ndarray, length: int | None) -> np.ndarray:
+    """Zero-pad or cut a (layers, frames, dim) map on the frame axis; None keeps it."""
+    if length is None or frames.shape[1] == length:
+        return frames
+    moved = np.moveaxis(frames, 1, -1)  # fix_length works on the last axis
+    return np.ascontiguousarray(np.moveaxis(fix_length(moved, length), -1, 1))
+
+
+def to_float16(array: np.ndarray, what: str) -> np.ndarray:
+    """Cast to float16, clipping (with a warning) values beyond its range instead of making inf."""
+    peak = float(np.abs(array).max()) if array.size else 0.0
+    if peak > _FLOAT16_MAX:
+        logger.warning("%s: values up to %.3g exceed float16; clipped to +-%g", what, peak, _FLOAT16_MAX)
+        array = np.clip(array, -_FLOAT16_MAX, _FLOAT16_MAX)
+    return array.astype(np.float16)
+
+
+def group_by_length(lengths: list[int], batch_size: int, mixed_lengths: bool) -> list[list[int]]:
+    """Indices grouped into encoder calls, sorted by length.
+
+    Args:
+        lengths: Length of each input.
+        batch_size: Most inputs per group.
+        mixed_lengths: Whether inputs of different lengths may share a call (the encoder masks
+            padding exactly); otherwise only equal lengths are grouped.
+
+    Returns:
+        Groups of indices into `lengths`; every index appears once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for index in order:
+        same = groups and (mixed_lengths or lengths[groups[-1][0]] == lengths[index])
+        if same and len(groups[-1]) < batch_size:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+class EncoderExtractor(Extractor):
+    """Base of the pretrained-encoder extractors: `hidden_states` -> ``pooled`` and ``frames``.
+
+    The config dataclass of a subclass has at least ``model``, ``revision``,
+    ``pooling_stats``, ``frame_layers`` and ``frames_length`` (see the module docstring).
+    """
+
+    #: Whether `export_onnx_encoder` can write this encoder as an ONNX graph.
+    exports_onnx_encoder: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, spec: AudioSpec | None = None) -> None:
+        super().__init__(config, spec)
+        self._revision: str | None = None
+
+    @abstractmethod
+    def hidden_states(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Float32 hidden states of every clip over its true frames.
+
+        Args:
+            signals: 1-D clips at the encoder's sampling rate.
+            sampling_rate: Their rate in Hz.
+
+        Returns:
+            Per clip, (hidden states given, frames, dim), in input order.
+        """
+
+    def model_source(self) -> str:
+        """The Hub id or folder whose files identify the weights (the configured model)."""
+        return str(self.config.model)
+
+    def resolved_revision(self) -> str:
+        """Commit hash of the cached model, ``local:<digest>`` for a folder, else the configured revision."""
+        if self._revision is None or not is_final_revision(self._revision):
+            self._revision = resolve_revision(self.model_source(), self.config.revision)
+        return self._revision
+
+    def identity(self) -> dict[str, Any]:
+        """Base identity plus the resolved model revision (commit hash or local folder digest)."""
+        identity = super().identity()
+        identity["model_revision"] = self.resolved_revision()
+        return identity
+
+    def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
+        """Features of one preprocessed clip: ``{"pooled": ..., "frames": ...}``, float16."""
+        return self.extract_batch([signal], sampling_rate)[0]
+
+    def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
+        """Features of several clips, in input order; each clip's result ignores its batch mates."""
+        return [self._outputs(hidden) for hidden in self.hidden_states(signals, sampling_rate)]
+
+    def frame_rows(self, hidden: np.ndarray) -> np.ndarray:
+        """The rows of `hidden` that ``frame_layers`` names (hidden-state indices)."""
+        return hidden[list(self.config.frame_layers)]
+
+    def export_onnx_encoder(self, out_dir: Path) -> Path:
+        """Write the encoder as ONNX under `out_dir` and return the file (families that can).
+
+        Raises:
+            ValueError: This family's encoder has no ONNX export.
+        """
+        raise ValueError(f"the {self.name} encoder has no ONNX export; it runs in its own backend")
+
+    def _outputs(self, hidden: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-utterance float16 outputs from (hidden states, frames, dim) float32."""
+        model = str(self.config.model)
+        outputs = {"pooled": to_float16(pool_hidden_states(hidden, self.config.pooling_stats), model)}
+        if self.config.frame_layers:
+            frames = fix_frames(self.frame_rows(hidden), self.config.frames_length)
+            outputs["frames"] = to_float16(frames, model)
+        return outputs
