@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="compute features of a manifest into the cache (resumable)")
     p.add_argument("manifest", type=Path)
     p.add_argument("-f", "--features", required=True,
-                   help="feature kind (ssl, logmel, mfcc, opensmile) or a .toml/.json feature configuration")
+                   help="feature kind (ssl, whisper, logmel, mfcc, opensmile) or a .toml/.json feature configuration")
     p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; repeatable")
     p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")

