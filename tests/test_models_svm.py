@@ -155,6 +155,15 @@ def test_layer_auto_picks_the_informative_layer() -> None:
         SVMClassifier(**FAST, layer=4).fit(stacked, y, groups=g)
 
 
+def test_a_single_hidden_state_needs_no_layer() -> None:
+    """(N, 1, F), as CTranslate2's Whisper gives: the one row is used, as if (N, F) were given."""
+    X, y, g = speaker_blobs(speakers=4, per_class=6, separation=2.0)
+    single = SVMClassifier(**FAST, inner_folds=4).fit(X[:, None, :], y, groups=g)
+    flat = SVMClassifier(**FAST, inner_folds=4).fit(X, y, groups=g)
+    assert single.layer_ == 0 and single.n_layers_ == 1
+    np.testing.assert_allclose(single.predict_proba(X[:, None, :]), flat.predict_proba(X))
+
+
 def test_overfits_a_tiny_set_with_proper_probabilities() -> None:
     X, y, g = speaker_blobs(speakers=2, per_class=3, classes=("sad", "angry", "happy"), dims=4, separation=2.0)
     model = SVMClassifier(C_grid=[100.0], gamma_grid=[0.5], inner_folds=2).fit(X, y, groups=g)

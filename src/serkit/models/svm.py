@@ -9,7 +9,7 @@ spectral ``stats``, or SSL ``pooled`` statistics. The ``input_kind`` hyper-param
 which cached output the model was trained on (it goes into ``model.json`` so that serving
 feeds the same output); the class attribute keeps the contract's default, ``"functionals"``.
 Per-layer arrays of shape (N, L, F) need ``layer``: an index, or ``"auto"`` to let the inner
-cross-validation pick the layer. float16 inputs are cast to float64 (libsvm computes in
+cross-validation pick the layer (with L = 1, as from CTranslate2's Whisper, that one is used). float16 inputs are cast to float64 (libsvm computes in
 float64 anyway); NaN or Inf anywhere is an error.
 
 Inner cross-validation. Folds are drawn by speaker (`sklearn.model_selection.StratifiedGroupKFold`
@@ -323,6 +323,8 @@ class SVMClassifier(Classifier):
     def _candidate_layers(self, X: np.ndarray) -> list[int | None]:
         """Layers to try: [None] for (N, F) inputs, one index, or all of them for "auto"."""
         if self.layer is None:
+            if X.ndim == 3 and X.shape[1] == 1:  # one hidden state (e.g. CTranslate2's Whisper): no choice to make
+                return [0]
             if X.ndim != 2:
                 raise ValueError(f"svm: expected (N, F) features, got shape {X.shape}; for (N, L, F) set layer")
             return [None]
