@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -60,6 +60,27 @@ def check_pooling_stats(stats: tuple[str, ...], where: str) -> None:
         raise ValueError(f"{where}.pooling_stats must be ('mean',) or ('mean', 'std'), got {stats!r}")
 
 
+def is_int(value: Any) -> bool:
+    """An integer (numpy's included), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_encoder_numbers(config: Any, where: str) -> None:
+    """Raise ValueError naming the field when an encoder config's layer or size settings are off.
+
+    Checks ``frame_layers`` (integers), ``frames_length`` (positive or None), ``batch_size``
+    (positive) and ``num_threads`` (positive or None).
+    """
+    if any(not is_int(i) for i in config.frame_layers):
+        raise ValueError(f"{where}.frame_layers must be integers, got {config.frame_layers!r}")
+    if config.frames_length is not None and (not is_int(config.frames_length) or config.frames_length < 1):
+        raise ValueError(f"{where}.frames_length must be a positive integer or None, got {config.frames_length!r}")
+    if not is_int(config.batch_size) or config.batch_size < 1:
+        raise ValueError(f"{where}.batch_size must be a positive integer, got {config.batch_size!r}")
+    if config.num_threads is not None and (not is_int(config.num_threads) or config.num_threads < 1):
+        raise ValueError(f"{where}.num_threads must be a positive integer or None, got {config.num_threads!r}")
+
+
 def fix_frames(frames: np.ndarray, length: int | None) -> np.ndarray:
     """Zero-pad or cut a (layers, frames, dim) map on the frame axis; None keeps it."""
     if length is None or frames.shape[1] == length:
@@ -75,6 +96,46 @@ def to_float16(array: np.ndarray, what: str) -> np.ndarray:
         logger.warning("%s: values up to %.3g exceed float16; clipped to +-%g", what, peak, _FLOAT16_MAX)
         array = np.clip(array, -_FLOAT16_MAX, _FLOAT16_MAX)
     return array.astype(np.float16)
+
+
+def prepare_clips(
+    signals: list[np.ndarray],
+    sampling_rate: int,
+    *,
+    expected_rate: int,
+    length: int | None,
+    num_frames: Callable[[int], int],
+    model: str,
+) -> list[np.ndarray]:
+    """Check rate and shape, bring clips to `length` samples when given (paper mode).
+
+    Args:
+        signals: 1-D clips.
+        sampling_rate: Their rate in Hz.
+        expected_rate: The encoder's rate in Hz.
+        length: Samples to zero-pad or cut every clip to; None keeps each clip's length.
+        num_frames: The encoder's frame count for a number of samples.
+        model: The model's name, for messages.
+
+    Returns:
+        float32 clips, in input order.
+
+    Raises:
+        ValueError: Another sampling rate, a clip that is not 1-D, or one shorter than one encoder frame.
+    """
+    if sampling_rate != expected_rate:
+        raise ValueError(f"{model} expects {expected_rate} Hz audio, got {sampling_rate} Hz")
+    clips = []
+    for position, signal in enumerate(signals):
+        clip = np.asarray(signal, dtype=np.float32)
+        if clip.ndim != 1:
+            raise ValueError(f"signal {position}: expected a 1-D signal, got shape {clip.shape}")
+        if length is not None and clip.shape[0] != length:
+            clip = fix_length(clip, length)
+        if num_frames(clip.shape[0]) < 1:
+            raise ValueError(f"signal {position}: {clip.shape[0]} samples is shorter than one encoder frame")
+        clips.append(clip)
+    return clips
 
 
 def group_by_length(lengths: list[int], batch_size: int, mixed_lengths: bool) -> list[list[int]]:

@@ -57,13 +57,15 @@ from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
-from serkit.audio import AudioSpec, fix_length
+from serkit.audio import AudioSpec
 from serkit.features.encoder import (
     POOLING_STATS,
     EncoderExtractor,
+    check_encoder_numbers,
     check_pooling_stats,
     group_by_length,
     pool_hidden_states,
+    prepare_clips,
 )
 from serkit.features.hub import ModelNotAvailableError, from_pretrained
 
@@ -136,7 +138,7 @@ class SSLConfig:
         object.__setattr__(self, "pooling_stats", tuple(self.pooling_stats))
         object.__setattr__(self, "frame_layers", tuple(self.frame_layers))
         self._check_choices()
-        self._check_numbers()
+        check_encoder_numbers(self, "SSLConfig")
         self._check_device()
 
     def _check_choices(self) -> None:
@@ -151,16 +153,6 @@ class SSLConfig:
             raise ValueError(f"SSLConfig.revision must be a non-empty string, got {self.revision!r}")
         check_pooling_stats(self.pooling_stats, "SSLConfig")
 
-    def _check_numbers(self) -> None:
-        if any(not _is_int(i) for i in self.frame_layers):
-            raise ValueError(f"SSLConfig.frame_layers must be integers, got {self.frame_layers!r}")
-        if self.frames_length is not None and (not _is_int(self.frames_length) or self.frames_length < 1):
-            raise ValueError(f"SSLConfig.frames_length must be a positive integer or None, got {self.frames_length!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"SSLConfig.batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
-            raise ValueError(f"SSLConfig.num_threads must be a positive integer or None, got {self.num_threads!r}")
-
     def _check_device(self) -> None:
         if self.device is None:
             return
@@ -170,10 +162,6 @@ class SSLConfig:
             raise ValueError(f"SSLConfig: backend 'onnx' runs on the CPU only, got device {self.device!r}")
         if self.device != "cpu" and self.quantize == "int8":
             raise ValueError(f"SSLConfig: quantize 'int8' runs on the CPU only, got device {self.device!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def conv_output_length(num_samples: int, kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
@@ -493,23 +481,13 @@ class SSLExtractor(EncoderExtractor):
 
     def _prepare(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
         """Check rate and shape; in paper mode bring every clip to the fixed length."""
-        expected = int(getattr(self._feature_extractor, "sampling_rate", 16000))
-        if sampling_rate != expected:
-            raise ValueError(f"{self.config.model} expects {expected} Hz audio, got {sampling_rate} Hz")
-        target = None
+        length = None
         if self.config.mode == "paper":
-            target = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
-        clips = []
-        for position, signal in enumerate(signals):
-            clip = np.asarray(signal, dtype=np.float32)
-            if clip.ndim != 1:
-                raise ValueError(f"signal {position}: expected a 1-D signal, got shape {clip.shape}")
-            if target is not None and clip.shape[0] != target:
-                clip = fix_length(clip, target)
-            if self.num_frames(clip.shape[0]) < 1:
-                raise ValueError(f"signal {position}: {clip.shape[0]} samples is shorter than one encoder frame")
-            clips.append(clip)
-        return clips
+            length = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
+        expected = int(getattr(self._feature_extractor, "sampling_rate", 16000))
+        return prepare_clips(
+            signals, sampling_rate, expected_rate=expected, length=length, num_frames=self.num_frames, model=self.config.model
+        )
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into encoder calls: by length, equal lengths only when padding is unsafe."""

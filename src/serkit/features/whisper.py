@@ -46,8 +46,15 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from serkit.audio import AudioSpec, fix_length
-from serkit.features.encoder import POOLING_STATS, EncoderExtractor, check_pooling_stats, group_by_length
+from serkit.audio import AudioSpec
+from serkit.features.encoder import (
+    POOLING_STATS,
+    EncoderExtractor,
+    check_encoder_numbers,
+    check_pooling_stats,
+    group_by_length,
+    prepare_clips,
+)
 from serkit.features.hub import ModelNotAvailableError, from_pretrained
 
 __all__ = ["PAPER_FRAMES", "SHORT_NAMES", "WhisperConfig", "WhisperExtractor", "resolve_model_folder"]
@@ -135,7 +142,7 @@ class WhisperConfig:
             object.__setattr__(self, "layers", "last" if self.backend == "ctranslate2" else "all")
         self._check_choices()
         self._check_backend()
-        self._check_numbers()
+        check_encoder_numbers(self, "WhisperConfig")
 
     def _check_choices(self) -> None:
         choices = {
@@ -170,20 +177,6 @@ class WhisperConfig:
             raise ValueError("WhisperConfig.layers: CTranslate2's Whisper encoder returns its last layer only ('last')")
         if self.layers == "last" and set(self.frame_layers) - {-1}:
             raise ValueError(f"WhisperConfig.frame_layers must be (-1,) or () with layers 'last', got {self.frame_layers!r}")
-
-    def _check_numbers(self) -> None:
-        if any(not _is_int(i) for i in self.frame_layers):
-            raise ValueError(f"WhisperConfig.frame_layers must be integers, got {self.frame_layers!r}")
-        if self.frames_length is not None and (not _is_int(self.frames_length) or self.frames_length < 1):
-            raise ValueError(f"WhisperConfig.frames_length must be a positive integer or None, got {self.frames_length!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"WhisperConfig.batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
-            raise ValueError(f"WhisperConfig.num_threads must be a positive integer or None, got {self.num_threads!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- model folders
@@ -394,18 +387,22 @@ class WhisperExtractor(EncoderExtractor):
 
     def num_frames(self, num_samples: int) -> int:
         """Encoder frames that cover `num_samples` samples (20 ms each; summed over 30 s chunks)."""
-        return sum(self._chunk_frames(len(chunk)) for chunk in self._chunks(np.empty(num_samples, np.float32)))
+        return sum(self._chunk_frames(length) for length in self._chunk_lengths(num_samples))
 
     def _chunk_frames(self, num_samples: int) -> int:
         return math.ceil((num_samples // self.hop_length) / 2)
 
-    def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
-        """Consecutive windows of at most 30 s; a tail shorter than one mel frame is dropped."""
+    def _chunk_lengths(self, num_samples: int) -> list[int]:
+        """Lengths of consecutive windows of at most 30 s; a tail shorter than one mel frame is dropped."""
         size = int(self._mel.n_samples)
-        chunks = [clip[start : start + size] for start in range(0, max(len(clip), 1), size)]
-        if len(chunks) > 1 and len(chunks[-1]) < self.hop_length:
-            chunks.pop()
-        return chunks
+        lengths = [min(size, num_samples - start) for start in range(0, max(num_samples, 1), size)]
+        if len(lengths) > 1 and lengths[-1] < self.hop_length:
+            lengths.pop()
+        return lengths
+
+    def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
+        size = int(self._mel.n_samples)
+        return [clip[i * size : i * size + length] for i, length in enumerate(self._chunk_lengths(len(clip)))]
 
     def hidden_states(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
         """Float32 hidden states of every clip over the frames that cover its audio.
@@ -419,7 +416,7 @@ class WhisperExtractor(EncoderExtractor):
             encoder layers + 1 with ``"all"``; frames = 50 per second of audio.
 
         Raises:
-            ValueError: Wrong sampling rate, a clip that is not 1-D or shorter than one frame (10 ms).
+            ValueError: Wrong sampling rate, a clip that is not 1-D or shorter than one log-mel frame (10 ms).
         """
         self._ensure_setup()
         pieces: list[tuple[int, np.ndarray]] = []  # (clip index, chunk)
@@ -446,25 +443,13 @@ class WhisperExtractor(EncoderExtractor):
 
     def _prepare(self, signals: list[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
         """Check rate and shape; in paper mode bring every clip to the fixed length."""
-        expected = int(self._mel.sampling_rate)
-        if sampling_rate != expected:
-            raise ValueError(f"{self.config.model} expects {expected} Hz audio, got {sampling_rate} Hz")
-        target = None
+        length = None
         if self.config.mode == "paper":
-            target = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
-        clips = []
-        for position, signal in enumerate(signals):
-            clip = np.asarray(signal, dtype=np.float32)
-            if clip.ndim != 1:
-                raise ValueError(f"signal {position}: expected a 1-D signal, got shape {clip.shape}")
-            if target is not None and clip.shape[0] != target:
-                clip = fix_length(clip, target)
-            if clip.shape[0] < self.hop_length:
-                raise ValueError(
-                    f"signal {position}: {clip.shape[0]} samples is shorter than one Whisper frame ({self.hop_length} samples, 10 ms)"
-                )
-            clips.append(clip)
-        return clips
+            length = self.spec.num_samples or int(round(PAPER_DURATION * sampling_rate))
+        return prepare_clips(
+            signals, sampling_rate, expected_rate=int(self._mel.sampling_rate), length=length,
+            num_frames=self.num_frames, model=self.config.model,
+        )
 
     def _ensure_setup(self) -> None:
         if self._encoder is None:
