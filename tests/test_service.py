@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -30,7 +31,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("python_multipart")
 httpx = pytest.importorskip("httpx")
 
-from serkit.service import RAW_CONTENT_TYPES, create_app, safe_name  # noqa: E402
+from serkit.service import RAW_CONTENT_TYPES, create_app, safe_name, server_options  # noqa: E402
 
 pytestmark = pytest.mark.network
 
@@ -118,13 +119,18 @@ class CountingPredictor:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn in a thread on 127.0.0.1 and an ephemeral port; yield its URL."""
+def serving(app: Any, **timeouts: float) -> Iterator[str]:
+    """Run `app` with uvicorn in a thread on 127.0.0.1 and an ephemeral port; yield its URL.
+
+    The connection handling is `serkit serve`'s (`server_options`, given `timeouts`).
+    """
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, ws="none", lifespan="on", access_log=False, server_header=False)
+    config = uvicorn.Config(
+        app, log_config=None, ws="none", lifespan="on", access_log=False, server_header=False, **server_options(**timeouts)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -372,14 +378,146 @@ def test_408_when_the_upload_trickles(predictor) -> None:
         assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
 
 
+# --------------------------------------------------------------------------- slow and idle clients
+
+#: A multipart upload that announces 100 kB and sends its first few bytes.
+_BOUNDARY = b"b0undary"
+_SLOW_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=" + _BOUNDARY
+    + b"\r\nContent-Length: 100000\r\n\r\n"
+)
+_SLOW_START = b"--" + _BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+
+
+@contextlib.contextmanager
+def trickling(url: str, count: int, source: str = "127.0.0.1") -> Iterator[list[socket.socket]]:
+    """`count` connections from `source` that start an upload and then stall; all closed after."""
+    host, port = url.removeprefix("http://").split(":")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+            socks.append(sock)
+            sock.sendall(_SLOW_HEAD + _SLOW_START)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _answer_and_close(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends on `sock` until it closes the connection."""
+    sock.settimeout(timeout)
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wait_uploads(client: Any, count: int, timeout: float = 15.0) -> None:
+    """Wait until the server reports `count` uploads in progress."""
+    deadline = time.monotonic() + timeout
+    while (now := client.get("/health").json()["uploads_in_progress"]) != count:
+        assert time.monotonic() < deadline, f"{now} uploads in progress, expected {count}"
+        time.sleep(0.05)
+
+
+def _timed_predict(client: Any, data: bytes) -> tuple[float, Any]:
+    started = time.perf_counter()
+    response = client.post("/predict", files={"file": ("normal.wav", data, "audio/wav")})
+    return time.perf_counter() - started, response
+
+
+@pytest.mark.parametrize("slow_clients", [80, 200])
+def test_trickling_uploads_do_not_lock_out_other_clients(predictor, clips, slow_clients: int) -> None:
+    app = create_app(predictor, max_upload_bytes=LIMIT, read_timeout_s=2, max_uploads_per_client=256)
+    expected = predictor.predict_file(clips["happy"])
+    with serving(app, header_timeout_s=1, keep_alive_s=1) as base, httpx.Client(base_url=base, timeout=30) as client:
+        _timed_predict(client, clips["happy"])  # warm-up
+        baseline = sorted(_timed_predict(client, clips["happy"])[0] for _ in range(3))[1]
+        with trickling(base, slow_clients) as socks:
+            _wait_uploads(client, slow_clients)  # every slow upload holds its place now
+            for _ in range(3):
+                latency, response = _timed_predict(client, clips["happy"])
+                assert response.status_code == 200, response.text
+                _same_prediction(response.json(), expected, source="normal.wav")
+                assert latency <= 3 * baseline + 0.25, (latency, baseline)
+            # Each slow upload is answered 408 at the read timeout and its connection closed.
+            started = time.monotonic()
+            answers = [_answer_and_close(sock) for sock in socks]
+            assert time.monotonic() - started < 10
+        assert all(a.startswith(b"HTTP/1.1 408") and b"connection: close" in a.lower() for a in answers)
+        _wait_uploads(client, 0)
+
+
+def test_uploads_are_capped_per_client_and_in_all(predictor, clips) -> None:
+    app = create_app(predictor, max_upload_bytes=LIMIT, read_timeout_s=2, max_uploads=6, max_uploads_per_client=4)
+    with serving(app, header_timeout_s=1) as base, httpx.Client(base_url=base, timeout=30) as client:
+        with trickling(base, 5, source="127.0.0.2") as first:
+            # The fifth upload from one address is refused at once; other addresses are not.
+            refused = _answer_and_close(first[-1])
+            assert refused.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in refused.lower() and b"your address" in refused
+            _wait_uploads(client, 4)
+            assert _timed_predict(client, clips["sad"])[1].status_code == 200
+            with trickling(base, 2, source="127.0.0.3"):
+                _wait_uploads(client, 6)  # every upload place is taken: 503 for anyone
+                response = _timed_predict(client, clips["sad"])[1]
+                assert response.status_code == 503 and response.headers["retry-after"] == "1"
+                assert "uploads in progress" in response.json()["detail"]
+                _wait_uploads(client, 0)  # the slow ones time out (408) and free their places
+                assert _timed_predict(client, clips["sad"])[1].status_code == 200
+
+
+def test_idle_connections_are_closed(predictor) -> None:
+    app = create_app(predictor, max_upload_bytes=LIMIT)
+    with serving(app, header_timeout_s=1, keep_alive_s=0.5) as base:
+        host, port = base.removeprefix("http://").split(":")
+        started = time.monotonic()
+        silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+        half_head = socket.create_connection((host, int(port)), timeout=10)
+        half_head.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\n")  # and never the rest
+        kept_alive = socket.create_connection((host, int(port)), timeout=10)
+        kept_alive.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")  # answered, then idle
+        try:
+            assert httpx.get(f"{base}/health", timeout=10).status_code == 200  # others are served meanwhile
+            answers = [_answer_and_close(sock) for sock in [*silent, half_head, kept_alive]]
+            elapsed = time.monotonic() - started
+        finally:
+            for sock in [*silent, half_head, kept_alive]:
+                sock.close()
+        assert answers[:-1] == [b""] * 201  # closed without an answer
+        assert answers[-1].startswith(b"HTTP/1.1 200") and answers[-1].count(b"HTTP/1.1") == 1
+        assert 0.5 <= elapsed < 8, elapsed
+
+
+def test_client_disconnect_mid_upload_is_info_not_error(predictor, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    app = create_app(predictor, max_upload_bytes=LIMIT)
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        with trickling(base, 6) as socks:
+            _wait_uploads(client, 6)
+            socks[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # one resets (RST)
+        _wait_uploads(client, 0)
+        assert client.get("/health").status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    disconnects = [r.getMessage() for r in caplog.records if r.name == "serkit.service" and "disconnected" in r.getMessage()]
+    assert len(disconnects) == 6 and all(r.levelno == logging.INFO for r in caplog.records if "disconnected" in r.getMessage())
+    assert all(f"client 127.0.0.1 disconnected during its upload after {len(_SLOW_START)} bytes" in m for m in disconnects)
+
+
 def test_create_app_checks_limits(predictor) -> None:
     bad_settings = (
         {"max_upload_bytes": 0}, {"max_concurrency": 0}, {"max_batch": -1}, {"max_queue": 1.5}, {"batch_wait_ms": -1},
-        {"read_timeout_s": 0},
+        {"read_timeout_s": 0}, {"max_uploads": 0}, {"max_uploads_per_client": -2},
     )
     for bad in bad_settings:
         with pytest.raises(ValueError, match=next(iter(bad))):
             create_app(predictor, **bad)
+    for bad in ({"header_timeout_s": 0}, {"keep_alive_s": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            server_options(**bad)
 
 
 def test_importing_serkit_does_not_import_the_web_stack() -> None:

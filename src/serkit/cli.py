@@ -123,11 +123,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     failed = finish_run(result.cache_dir, extractor)
-    rate = result.computed / result.seconds if result.seconds else 0.0
-    print(f"features: {result.cache_dir}")
-    scope = f" on rank 0 of {world}" if world > 1 else ""
-    print(f"  {result.total} utterances{scope}, {result.already_cached} already cached, "
-          f"{result.computed} computed in {result.seconds:.1f} s ({rate:.2f} files/s)")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "failed_in_cache": len(failed)}, indent=2))
+    else:
+        rate = result.computed / result.seconds if result.seconds else 0.0
+        print(f"features: {result.cache_dir}")
+        scope = f" on rank 0 of {world}" if world > 1 else ""
+        print(f"  {result.total} utterances{scope}, {result.already_cached} already cached, "
+              f"{result.computed} computed in {result.seconds:.1f} s ({rate:.2f} files/s)")
+        if result.by_others:
+            print(f"  {result.by_others} done by other processes sharing the cache meanwhile")
     if failed:
         print(f"{len(failed)} utterance(s) failed; see {result.cache_dir / 'errors.csv'}", file=sys.stderr)
         for item in failed[:10]:
@@ -242,8 +247,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"serve needs the serve extra (pip install 'serkit[serve]'): {exc}") from None
     if args.max_upload_mb <= 0 or args.max_concurrency < 1:
         raise CommandError("--max-upload-mb must be positive and --max-concurrency at least 1")
+    if min(args.read_timeout, args.header_timeout, args.keep_alive) <= 0 or min(args.max_uploads, args.max_uploads_per_client) < 1:
+        raise CommandError("the timeouts must be positive and --max-uploads, --max-uploads-per-client at least 1")
     run(args.model, host=args.host, port=args.port, backend=args.backend,
-        max_upload_bytes=int(args.max_upload_mb * 2**20), max_concurrency=args.max_concurrency)
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_concurrency=args.max_concurrency,
+        read_timeout_s=args.read_timeout, max_uploads=args.max_uploads, max_uploads_per_client=args.max_uploads_per_client,
+        header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive)
     return 0
 
 
@@ -288,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print what this process did as JSON (computed, by_others, already_cached, ...)")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("run", help="run a recipe: prepare, extract, train per fold, evaluate, report")
@@ -338,6 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="N", help="largest upload accepted, MiB")
     p.add_argument("--max-concurrency", type=int, default=2, metavar="N", help="model batches run at the same time")
+    p.add_argument("--read-timeout", type=float, default=60.0, metavar="S",
+                   help="longest time to receive one upload; slower ones get 408 (default 60)")
+    p.add_argument("--max-uploads", type=int, default=256, metavar="N",
+                   help="uploads being received at once, apart from the work queue; more get 503 (default 256)")
+    p.add_argument("--max-uploads-per-client", type=int, default=32, metavar="N",
+                   help="uploads in progress from one client address (default 32; behind a proxy set it to --max-uploads)")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="close a connection whose request head has not arrived within S seconds (default 10)")
+    p.add_argument("--keep-alive", type=float, default=5.0, metavar="S",
+                   help="close a connection idle S seconds after a response (uvicorn's timeout_keep_alive; default 5)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the saved model (torch) or its ONNX export (see `serkit export`)")
     p.set_defaults(func=cmd_serve)

@@ -10,7 +10,9 @@ Endpoints:
         Returns `Prediction.to_dict()`. Errors, as ``{"detail": message}``: 400 malformed
         multipart or Content-Length, 408 upload slower than ``read_timeout_s``, 413 body over
         the limit (checked from Content-Length and while reading), 415 unsupported
-        Content-Type, 422 audio that cannot be used, 503 queue full (with Retry-After).
+        Content-Type, 422 audio that cannot be used, 503 queue full or too many uploads in
+        progress (with Retry-After). An error answered before the body was read closes the
+        connection.
     ``GET /health``, ``GET /labels``: model name, labels and limits.
     ``GET /``: a self-contained page (inline CSS and JS) to upload or record audio.
 
@@ -19,6 +21,16 @@ appears, sanitised, as the prediction's ``source``. Concurrent requests wait in 
 queue; a worker gathers up to ``max_batch`` of them arriving within ``batch_wait_ms`` (no wait
 while the model is idle) and runs them through one `Predictor.predict_signals` call in a thread
 pool, with at most ``max_concurrency`` batches in flight.
+
+Admission counts work, not sockets: only a request whose body has fully arrived takes a queue
+place. Bodies still arriving are bounded on their own (``max_uploads`` in all,
+``max_uploads_per_client`` per client address, each within ``read_timeout_s``), so clients
+that upload slowly only use up upload places, and one address only its own share of them.
+Connections are closed when no complete request head arrives within ``header_timeout_s`` (of
+connecting or of the previous response; uvicorn's h11 protocol has no such timer) or when
+idle for ``keep_alive_s`` after a response (uvicorn's ``timeout_keep_alive``). uvicorn's own
+``limit_concurrency`` is not used: it counts connections, so slow clients would fill it. A
+client that disconnects mid-upload is an INFO line with its address and the bytes received.
 
 fastapi, uvicorn and python-multipart (the ``serve`` extra) are imported here only, so
 importing serkit never needs them.
@@ -44,7 +56,7 @@ if TYPE_CHECKING:
 
     from serkit.inference import Prediction, Predictor
 
-__all__ = ["RAW_CONTENT_TYPES", "create_app", "run", "safe_name"]
+__all__ = ["RAW_CONTENT_TYPES", "create_app", "run", "safe_name", "server_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +75,7 @@ RAW_CONTENT_TYPES: frozenset[str] = frozenset(
 _MULTIPART = "multipart/form-data"
 _UPLOAD_FIELD = "file"
 _DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+_RETRY_AND_CLOSE = {"Retry-After": "1", "Connection": "close"}
 _MAX_NAME = 100
 _UNSAFE_NAME_CHARS = re.compile(r"[^\w.\- ]+")
 # Absolute paths that might appear in an error from a library: never echo them to a client.
@@ -76,7 +89,7 @@ class _HTTPFailure(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -129,23 +142,29 @@ def _too_large(limit: int) -> str:
     return f"request body is larger than the limit of {limit} bytes ({limit / 2**20:.1f} MiB)"
 
 
-async def _bounded_chunks(request: "Request", limit: int) -> AsyncIterator[bytes]:
+@dataclass
+class _Progress:
+    """Bytes of one request body received so far (for the log line of a disconnect)."""
+
+    received: int = 0
+
+
+async def _bounded_chunks(request: "Request", limit: int, progress: _Progress) -> AsyncIterator[bytes]:
     """The body's chunks, failing with 413 as soon as more than `limit` bytes arrived.
 
     Counting here (not trusting Content-Length) is what bounds a chunked request.
     """
-    total = 0
     async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
+        progress.received += len(chunk)
+        if progress.received > limit:
             raise _HTTPFailure(413, _too_large(limit))
         if chunk:
             yield chunk
 
 
-async def _read_raw(request: "Request", limit: int) -> bytes:
+async def _read_raw(request: "Request", limit: int, progress: _Progress) -> bytes:
     body = bytearray()
-    async for chunk in _bounded_chunks(request, limit):
+    async for chunk in _bounded_chunks(request, limit, progress):
         body += chunk
     return bytes(body)
 
@@ -205,7 +224,9 @@ class _FormFile:
             self._current = None
 
 
-async def _read_multipart(request: "Request", options: dict[bytes, bytes], limit: int) -> tuple[bytes, str | None]:
+async def _read_multipart(
+    request: "Request", options: dict[bytes, bytes], limit: int, progress: _Progress
+) -> tuple[bytes, str | None]:
     """The ``file`` field's bytes and file name, parsed in memory as the body streams in."""
     from python_multipart.exceptions import MultipartParseError
 
@@ -214,7 +235,7 @@ async def _read_multipart(request: "Request", options: dict[bytes, bytes], limit
         raise _HTTPFailure(400, "multipart/form-data without a boundary")
     try:
         form = _FormFile(boundary)
-        async for chunk in _bounded_chunks(request, limit):
+        async for chunk in _bounded_chunks(request, limit, progress):
             form.parser.write(chunk)
         form.parser.finalize()
     except (MultipartParseError, ValueError) as exc:
@@ -224,7 +245,7 @@ async def _read_multipart(request: "Request", options: dict[bytes, bytes], limit
     return bytes(form.data), form.filename
 
 
-async def _read_upload(request: "Request", limit: int) -> tuple[bytes, str]:
+async def _read_upload(request: "Request", limit: int, progress: _Progress) -> tuple[bytes, str]:
     """The uploaded audio's bytes and a display name, with every size and type check."""
     media, options = _media_type(request)
     if media != _MULTIPART and media not in RAW_CONTENT_TYPES:
@@ -236,9 +257,58 @@ async def _read_upload(request: "Request", limit: int) -> tuple[bytes, str]:
         )
     _check_declared_length(request, limit)
     if media == _MULTIPART:
-        data, filename = await _read_multipart(request, options, limit)
+        data, filename = await _read_multipart(request, options, limit, progress)
         return data, safe_name(filename)
-    return await _read_raw(request, limit), "upload"
+    return await _read_raw(request, limit, progress), "upload"
+
+
+async def _receive(request: "Request", limit: int, timeout_s: float, progress: _Progress) -> tuple[bytes, str]:
+    """`_read_upload` within `timeout_s`; failures ask for the connection to be closed.
+
+    After an early answer the rest of the body is never read, and uvicorn would keep the
+    connection open for as long as the client keeps sending it.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_upload(request, limit, progress)
+    except TimeoutError:
+        raise _HTTPFailure(408, f"the upload took longer than {timeout_s:g} s", {"Connection": "close"}) from None
+    except _HTTPFailure as exc:
+        exc.headers.setdefault("Connection", "close")
+        raise
+
+
+class _Uploads:
+    """Places for request bodies being received: `limit` in all, `per_client` per address."""
+
+    def __init__(self, limit: int, per_client: int) -> None:
+        self.limit = limit
+        self.per_client = per_client
+        self.total = 0
+        self.by_client: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def place(self, client: str) -> Any:
+        """Hold a place while the body arrives; 503 (with Retry-After) when none is free."""
+        held = self.by_client.get(client, 0)
+        if self.total >= self.limit:
+            raise _HTTPFailure(503, "server busy: too many uploads in progress, retry shortly", _RETRY_AND_CLOSE)
+        if held >= self.per_client:
+            raise _HTTPFailure(503, "too many uploads in progress from your address, retry shortly", _RETRY_AND_CLOSE)
+        self.total += 1
+        self.by_client[client] = held + 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            if self.by_client[client] <= 1:
+                del self.by_client[client]  # the table holds current clients only
+            else:
+                self.by_client[client] -= 1
+
+
+def _client_address(request: "Request") -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
 # --------------------------------------------------------------------------- batching
@@ -410,21 +480,15 @@ class _NoSniff:
         await self.app(scope, receive, send_with_header)
 
 
-def _check_limits(
-    max_upload_bytes: int, max_concurrency: int, max_batch: int, batch_wait_ms: float, max_queue: int, read_timeout_s: float
-) -> None:
-    for name, value in (
-        ("max_upload_bytes", max_upload_bytes),
-        ("max_concurrency", max_concurrency),
-        ("max_batch", max_batch),
-        ("max_queue", max_queue),
-    ):
+def _check_limits(batch_wait_ms: float, counts: dict[str, int], seconds: dict[str, float]) -> None:
+    for name, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 10_000:
         raise ValueError(f"batch_wait_ms must be between 0 and 10000, got {batch_wait_ms!r}")
-    if not isinstance(read_timeout_s, (int, float)) or not read_timeout_s > 0:
-        raise ValueError(f"read_timeout_s must be positive, got {read_timeout_s!r}")
+    for name, value in seconds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
 
 
 def _model_name(predictor: Any) -> str:
@@ -441,6 +505,8 @@ def create_app(
     batch_wait_ms: float = 10,
     max_queue: int = 64,
     read_timeout_s: float = 60.0,
+    max_uploads: int = 256,
+    max_uploads_per_client: int = 32,
 ) -> "FastAPI":
     """The FastAPI app serving `predictor`.
 
@@ -452,21 +518,29 @@ def create_app(
         max_batch: Requests gathered into one model call.
         batch_wait_ms: How long the first request of a batch waits for others to join it
             while another batch is running (an idle model starts at once).
-        max_queue: Requests waiting for the model beyond which new ones get 503.
+        max_queue: Requests (bodies fully received) waiting for the model beyond which new
+            ones get 503.
         read_timeout_s: Longest time to receive one upload (a trickling client gets 408).
+        max_uploads: Request bodies being received at once; one more gets 503. Memory held
+            by bodies in progress is at most ``max_uploads * max_upload_bytes``.
+        max_uploads_per_client: Of those, how many one client address may hold (behind a
+            reverse proxy every client has the proxy's address: raise it to ``max_uploads``).
 
     Returns:
         The app; its lifespan starts and stops the batching worker.
     """
     from fastapi import FastAPI, Query, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.requests import ClientDisconnect
 
-    _check_limits(max_upload_bytes, max_concurrency, max_batch, batch_wait_ms, max_queue, read_timeout_s)
+    counts = {
+        "max_upload_bytes": max_upload_bytes, "max_concurrency": max_concurrency, "max_batch": max_batch,
+        "max_queue": max_queue, "max_uploads": max_uploads, "max_uploads_per_client": max_uploads_per_client,
+    }
+    _check_limits(batch_wait_ms, counts, {"read_timeout_s": read_timeout_s})
     labels = [str(label) for label in predictor.labels]
     model = _model_name(predictor)
-    # Bodies being read also hold memory: admit at most what the queue and the batches hold.
-    max_admitted = max_queue + max_concurrency * max_batch
-    admitted = 0
+    uploads = _Uploads(max_uploads, max_uploads_per_client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -495,8 +569,11 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, the model's name and labels, and the upload limit."""
-        return {"status": "ok", "model": model, "labels": labels, "max_upload_bytes": max_upload_bytes}
+        """Liveness, the model's name and labels, the upload limit and uploads being received."""
+        return {
+            "status": "ok", "model": model, "labels": labels, "max_upload_bytes": max_upload_bytes,
+            "uploads_in_progress": uploads.total,
+        }
 
     @app.get("/labels")
     async def get_labels() -> dict[str, list[str]]:
@@ -514,21 +591,18 @@ def create_app(
         segments: bool = Query(False, description="return the per-window timeline even for short audio"),
     ) -> JSONResponse:
         """Predict the emotion of the uploaded audio (multipart field ``file`` or a raw body)."""
-        nonlocal admitted
-        if admitted >= max_admitted:
-            raise _HTTPFailure(503, "server busy: too many requests in progress, retry shortly", {"Retry-After": "1"})
-        admitted += 1
+        client, progress = _client_address(request), _Progress()
         try:
-            try:
-                async with asyncio.timeout(read_timeout_s):
-                    data, name = await _read_upload(request, max_upload_bytes)
-            except TimeoutError:
-                raise _HTTPFailure(408, f"the upload took longer than {read_timeout_s:g} s") from None
-            job = _Job(data=data, name=name, segments=segments, future=asyncio.get_running_loop().create_future())
-            request.app.state.batcher.submit(job)
-            outcome = await job.future
-        finally:
-            admitted -= 1
+            with uploads.place(client):
+                data, name = await _receive(request, max_upload_bytes, read_timeout_s, progress)
+        except ClientDisconnect:
+            # The client's choice, not a server fault; nobody is left to read an answer.
+            logger.info("client %s disconnected during its upload after %d bytes", client, progress.received)
+            return Response(status_code=400)
+        # Only now, with the whole body here, does the request take a place in the work queue.
+        job = _Job(data=data, name=name, segments=segments, future=asyncio.get_running_loop().create_future())
+        request.app.state.batcher.submit(job)
+        outcome = await job.future
         if isinstance(outcome, _Rejected):
             raise _HTTPFailure(422, _scrub(outcome.reason))
         return JSONResponse(outcome.to_dict())  # already plain JSON types: no model validation
@@ -550,6 +624,73 @@ def _version() -> str:
     return __version__
 
 
+def _header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head is late.
+
+    uvicorn 0.54 arms no timer before a connection's first request, and any byte cancels its
+    keep-alive timer, so a client that connects and sends nothing (or a header a byte a
+    minute) would hold its socket forever. Here a complete request head must arrive within
+    `seconds` of connecting or of the previous response.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the head is complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # for the next request's head
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                where = "%s:%d" % self.client if self.client else "a client"
+                logger.info("closed the connection of %s: no complete request head within %g s", where, seconds)
+                self.transport.close()
+
+    return HeadTimeoutH11
+
+
+def server_options(*, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0) -> dict[str, Any]:
+    """`uvicorn.Config` keyword arguments for serkit's connection timeouts.
+
+    Args:
+        keep_alive_s: Close a connection idle this long after a response (uvicorn's
+            ``timeout_keep_alive``).
+        header_timeout_s: Close a connection whose request head has not fully arrived this
+            long after it connected or after the previous response.
+
+    Returns:
+        ``http`` (the protocol class) and ``timeout_keep_alive``.
+    """
+    _check_limits(0, {}, {"keep_alive_s": keep_alive_s, "header_timeout_s": header_timeout_s})
+    return {"http": _header_timeout_protocol(header_timeout_s), "timeout_keep_alive": keep_alive_s}
+
+
 def run(
     model_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -557,6 +698,8 @@ def run(
     *,
     backend: str = "torch",
     log_level: str = "info",
+    keep_alive_s: float = 5.0,
+    header_timeout_s: float = 10.0,
     **limits: Any,
 ) -> None:
     """Load a model and serve it with uvicorn until interrupted.
@@ -567,18 +710,24 @@ def run(
         port: TCP port (0 picks a free one).
         backend: ``"torch"`` or ``"onnx"`` (see `Predictor.load`).
         log_level: uvicorn's log level.
+        keep_alive_s: See `server_options`.
+        header_timeout_s: See `server_options`.
         **limits: `create_app` keyword arguments (``max_upload_bytes``, ``max_concurrency``,
-            ``max_batch``, ``batch_wait_ms``, ``max_queue``, ``read_timeout_s``).
+            ``max_batch``, ``batch_wait_ms``, ``max_queue``, ``read_timeout_s``,
+            ``max_uploads``, ``max_uploads_per_client``).
     """
     import uvicorn
 
     from serkit.inference import Predictor
 
+    options = server_options(keep_alive_s=keep_alive_s, header_timeout_s=header_timeout_s)
     predictor = Predictor.load(model_dir, backend=backend)  # type: ignore[arg-type]
     app = create_app(predictor, **limits)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: reachable from other machines; there is no authentication", host)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="none", server_header=False, proxy_headers=False)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, ws="none", server_header=False, proxy_headers=False, **options
+    )
 
 
 # --------------------------------------------------------------------------- the page
