@@ -10,13 +10,21 @@ concurrency > 1 the per-request time is wall time / N, so batching and overlap s
 Everything is bounded: N requests per level, a time budget per level (requests not started in
 time are skipped and reported), and the server is stopped at the end.
 
+``--slow-clients 80 200`` measures instead what a normal client gets while that many slow
+clients trickle: each slow client (its own loopback address, 127.0.1.x) starts a multipart
+upload and then sends one byte a second; meanwhile one normal client uploads clips one after
+another for ``--window`` seconds. Reported per level: the uploads the server holds, requests
+served (200), 503s, other errors and the normal client's latency; level 0 is the baseline.
+
 Run: .venv/bin/python benchmarks/bench_serve.py [--requests 64] [--levels 1 8 32] [--model DIR]
+     .venv/bin/python benchmarks/bench_serve.py --slow-clients 80 200 [--window 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import socket
@@ -134,6 +142,84 @@ async def load_level(base: str, uploads: list[bytes], concurrency: int, budget: 
     return {"latencies": latencies, "errors": errors, "skipped": skipped, "wall": wall}
 
 
+_SLOW_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; boundary=slow\r\n"
+    b"Content-Length: 1000000\r\n\r\n"
+    b'--slow\r\nContent-Disposition: form-data; name="file"; filename="slow.wav"\r\n\r\nRIFF'
+)
+
+
+async def trickle(port: int, index: int, stop: asyncio.Event) -> None:
+    """One slow client: an upload's head and first bytes, then one byte a second until `stop`."""
+    source = f"127.0.1.{index % 250 + 2}"  # its own address: the per-client cap is not what is measured
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+    except OSError:
+        return
+    try:
+        writer.write(_SLOW_HEAD)
+        while not stop.is_set():
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            writer.write(b"\0")
+    except OSError:
+        pass  # the server closed it (408 at its read timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def slow_level(base: str, port: int, uploads: list[bytes], slow: int, window: float) -> dict:
+    """A normal client's sequential uploads for `window` seconds while `slow` clients trickle."""
+    import httpx
+
+    stop = asyncio.Event()
+    tricklers = [asyncio.create_task(trickle(port, i, stop)) for i in range(slow)]
+    statuses: list[int] = []
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        deadline = time.perf_counter() + 10
+        while (held := (await client.get("/health")).json().get("uploads_in_progress", 0)) < slow:
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        end = time.perf_counter() + window
+        i = 0
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            try:
+                response = await client.post("/predict", files={"file": (f"n{i}.wav", uploads[i % len(uploads)], "audio/wav")})
+                statuses.append(response.status_code)
+            except httpx.HTTPError:
+                statuses.append(0)
+            if statuses[-1] == 503:
+                await asyncio.sleep(0.05)  # what a client honouring Retry-After would at least do
+            else:
+                latencies.append(time.perf_counter() - started)
+            i += 1
+    stop.set()
+    await asyncio.gather(*tricklers)
+    return {"held": held, "statuses": statuses, "latencies": latencies, "window": window}
+
+
+def print_slow_table(results: dict[int, dict], window: float) -> None:
+    print(f"\nnormal client, sequential multipart uploads for {window:g} s while N slow clients trickle "
+          f"(1 byte/s each), {os.cpu_count()} CPU(s)\n")
+    header = f"{'slow clients':>12}  {'held':>5}  {'served':>6}  {'req/s':>6}  {'503':>5}  {'other':>5}  {'p50 ms':>7}  {'p99 ms':>7}"
+    print(header)
+    print("-" * len(header))
+    for slow, r in results.items():
+        statuses = np.array(r["statuses"])
+        lat = np.array(r["latencies"]) * 1000
+        served = int((statuses == 200).sum())
+        busy = int((statuses == 503).sum())
+        p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (float("nan"),) * 2
+        print(f"{slow:>12}  {r['held']:>5}  {served:>6}  {served / r['window']:>6.1f}  {busy:>5}  "
+              f"{len(statuses) - served - busy:>5}  {p50:>7.1f}  {p99:>7.1f}")
+
+
 def direct_baseline(model: Path, uploads: list[bytes]) -> float:
     """Mean seconds per `Predictor.predict_file` call on the same bytes, one at a time."""
     from serkit.inference import Predictor
@@ -154,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="a model folder (default: train a small one)")
     parser.add_argument("--max-concurrency", type=int, default=2, help="the server's batches in flight")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed per level")
+    parser.add_argument("--slow-clients", type=int, nargs="+", default=None, metavar="N",
+                        help="measure a normal client beside N trickling clients instead (a 0 baseline is added)")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per --slow-clients level")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 10_000 or any(not 1 <= c <= 256 for c in args.levels):
         parser.error("--requests must be 1..10000 and each level 1..256")
+    if args.slow_clients is not None and (any(not 0 <= n <= 1000 for n in args.slow_clients) or not 1 <= args.window <= 120):
+        parser.error("--slow-clients must be 0..1000 and --window 1..120 s")
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         table = make_corpus(Path(tmp) / "corpus")
@@ -165,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             print("training a small eGeMAPS SVM on a synthetic corpus ...", flush=True)
             model = train_model(table, Path(tmp) / "model")
         uploads = wav_uploads(list(table["file"]), args.requests)
-        direct = direct_baseline(model, uploads)
+        direct = direct_baseline(model, uploads) if args.slow_clients is None else 0.0
 
         port = free_port()
         base = f"http://{HOST}:{port}"
@@ -173,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_healthy(base, proc)
             asyncio.run(load_level(base, uploads[:8], 1, 30))  # warm-up
-            results = {c: asyncio.run(load_level(base, uploads, c, args.budget)) for c in args.levels}
+            if args.slow_clients is not None:
+                levels = [0, *sorted(set(args.slow_clients) - {0})]
+                slow_results = {n: asyncio.run(slow_level(base, port, uploads, n, args.window)) for n in levels}
+            else:
+                results = {c: asyncio.run(load_level(base, uploads, c, args.budget)) for c in args.levels}
         finally:
             proc.terminate()
             try:
@@ -182,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
 
+    if args.slow_clients is not None:
+        print_slow_table(slow_results, args.window)
+        return 0
     mean_kib = np.mean([len(u) for u in uploads]) / 1024
     print(f"\nserkit serve on {HOST}, {args.requests} multipart WAV uploads per level (mean {mean_kib:.0f} KiB), "
           f"server max_concurrency={args.max_concurrency}, {os.cpu_count()} CPU(s)")
