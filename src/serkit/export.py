@@ -39,7 +39,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from serkit.atomic import make_temp_file
 from serkit.models.io import ModelFormatError
 
 __all__ = [
@@ -620,10 +620,8 @@ def _session(path: Path, num_threads: int | None = None) -> Any:
 
 
 def _temporary_path(target: Path) -> Path:
-    """A fresh name beside `target` (same file system, so os.replace is atomic)."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    return Path(name)
+    """A fresh empty file beside `target` (same file system, so os.replace is atomic; umask honoured)."""
+    return make_temp_file(target)
 
 
 def _write_text_atomic(target: Path, text: str) -> None:

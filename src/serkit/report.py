@@ -20,13 +20,14 @@ import logging
 import math
 import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from serkit.atomic import atomic_write
 
 if TYPE_CHECKING:  # only for annotations; importing matplotlib eagerly would slow `import serkit`
     from matplotlib.figure import Figure
@@ -275,16 +276,8 @@ def normalize_confusion(confusion: Sequence[Sequence[float]] | np.ndarray) -> np
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """Call ``write(handle)`` on a temp file beside ``path``, then move it into place."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask; tempfile's 0o600 would leave reports unreadable to others
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        write(handle)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

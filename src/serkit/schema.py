@@ -9,12 +9,13 @@ folder.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from serkit.atomic import atomic_write
 
 __all__ = [
     "COLUMNS",
@@ -160,15 +161,8 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     frame = validate_manifest(manifest, check_files=False)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            frame.to_csv(stream, index=False, float_format="%.4f")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="", encoding="utf-8") as stream:
+        frame.to_csv(stream, index=False, float_format="%.4f")
     return path
 
 

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from serkit.atomic import atomic_write
 
 __all__ = [
     "FOLD_COLUMNS",
@@ -803,15 +804,8 @@ def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     _check_fold_table(folds)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            folds[list(FOLD_COLUMNS)].to_csv(stream, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="", encoding="utf-8") as stream:
+        folds[list(FOLD_COLUMNS)].to_csv(stream, index=False)
     return path
 
 

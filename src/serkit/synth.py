@@ -61,7 +61,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -72,6 +71,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 import soundfile as sf
 import soxr
+
+from serkit.atomic import atomic_path
 
 try:
     from scipy import signal
@@ -727,16 +728,8 @@ def _check_arguments(speakers: int, per_emotion: int, emotions: Sequence[str]) -
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write` on a temporary name in `path`'s folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _to_output(audio: np.ndarray, stereo: bool, rng: np.random.Generator) -> tuple[np.ndarray, int]:

@@ -19,12 +19,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from serkit.atomic import make_temp_dir
 
 __all__ = ["OnnxEncoder", "export_encoder", "export_source_identity", "quantize_onnx_int8"]
 
@@ -111,7 +112,7 @@ def export_encoder(
         logger.info("reusing ONNX export %s", folder)
         return folder / MODEL_FILE
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ssl-onnx-", dir=folder.parent))
+    tmp = make_temp_dir(folder.parent, ".tmp-ssl-onnx-")  # not mkdtemp: its 0700 would stay on the export
     try:
         logger.info("exporting %s to ONNX (once; kept in %s)", identity["model"], folder)
         _trace_to_onnx(load_model(), identity["attention_mask_input"], tmp / MODEL_FILE, hidden_states_fn)

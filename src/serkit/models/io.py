@@ -18,13 +18,13 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from serkit.atomic import make_temp_dir
 from serkit.audio import AudioSpec
 from serkit.models.base import Classifier, model_class
 
@@ -95,7 +95,7 @@ def save_model(
         raise ValueError(f"{type(model).__name__} is not fitted; call fit() before saving")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.saving-"))
+    staging = make_temp_dir(folder.parent, f".{folder.name}.saving-")  # not mkdtemp: its 0700 becomes the model's
     try:
         state = _json_safe(model.save_state(staging), f"{model.name} state")
         meta = {
