@@ -217,14 +217,23 @@ def test_sigkill_then_rerun_computes_only_the_rest(tmp_path):
 def test_two_processes_fill_one_cache_at_once(tmp_path):
     manifest = _cli_manifest(tmp_path, 24, seconds=0.5)
     cache = tmp_path / "cache"
-    cmd = SERKIT + ["extract", str(manifest), "-f", "mfcc", "--cache", str(cache)]
+    cmd = SERKIT + ["extract", str(manifest), "-f", "mfcc", "--cache", str(cache), "--batch-size", "1", "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    reports = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    # each item computed by exactly one of them; the other counted it as done elsewhere
+    assert sum(r["computed"] for r in reports) == 24, reports
+    for r in reports:
+        assert r["total"] == r["already_cached"] + r["computed"] + r["failed"] + r["by_others"] == 24, r
     items = _all_items(cache)
     assert len(items) == 24
-    assert not list(cache.glob("*/items/*/.*.tmp"))
+    assert not list(cache.glob("*/items/*/.*.tmp")) and not list(cache.glob("*/claims/*"))
+    clean = tmp_path / "clean"
+    subprocess.run(cmd[:-5] + ["--cache", str(clean), "--batch-size", "1"], check=True, capture_output=True, timeout=300)
+    _assert_same_items(items, _all_items(clean))
 
 
 @pytest.mark.slow

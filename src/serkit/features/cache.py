@@ -7,11 +7,14 @@ Layout::
         items/<2 hex>/<key>.npz     one utterance's named arrays (numpy, no pickle)
         errors/<key>.json           one failed utterance each: utt_id, path, reason
         errors.csv                  the failures gathered at the end of a run
+        claims/<key>.claim          an utterance being computed right now (see claims.py)
 
 Every file is written to a temporary name in its own folder and moved into place with
-`os.replace`, so a process killed at any moment (SIGKILL included) leaves either the whole
-file or none, and several processes can fill the same cache at once: at worst two of them
-compute the same utterance and the second identical file replaces the first.
+`os.replace` (`serkit.atomic`), so a process killed at any moment (SIGKILL included) leaves
+either the whole file or none; files get the user's umask. Several processes can fill the
+same cache at once: each claims an utterance before computing it and skips those claimed by
+others, and should two ever compute the same one, the second identical file replaces the first.
+A killed writer's temporary file is removed by `FeatureCache.clean` on a later run.
 """
 
 from __future__ import annotations
@@ -20,42 +23,30 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from serkit.atomic import atomic_write, remove_stale_temps
 from serkit.features.base import CACHE_FORMAT_VERSION, Extractor
+from serkit.features.claims import Claim, release_abandoned, try_claim
 
-__all__ = ["FeatureCache", "atomic_write", "default_cache_root"]
+__all__ = ["STALE_TEMP_SECONDS", "FeatureCache", "atomic_write", "default_cache_root"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+# A temporary file this old has no live writer: an item is written in well under a second, so
+# this only has to outlast a stalled disk, while the space of a killed run comes back soon.
+STALE_TEMP_SECONDS = 10 * 60
 
 
 def default_cache_root() -> Path:
     """``$SERKIT_CACHE`` or ``~/.cache/serkit/features``."""
     env = os.environ.get("SERKIT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "serkit" / "features"
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside `path`; on success fsync it and move it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _key(utt_id: str) -> str:
@@ -88,6 +79,29 @@ class FeatureCache:
     def error_path(self, utt_id: str) -> Path:
         """Where the failure record of `utt_id` lives."""
         return self.dir / "errors" / f"{_key(utt_id)}.json"
+
+    def claim_path(self, utt_id: str) -> Path:
+        """The file a process locks while it computes `utt_id`."""
+        return self.dir / "claims" / f"{_key(utt_id)}.claim"
+
+    # -- sharing the work --------------------------------------------------------------
+    def claim(self, utt_id: str) -> Claim | None:
+        """Claim `utt_id` for this process, or None when another live process holds it."""
+        return try_claim(self.claim_path(utt_id))
+
+    def clean(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Remove what killed processes left: old temporary files and unheld claim files.
+
+        Args:
+            older_than: Temporary files younger than this (seconds) are kept: a live
+                concurrent writer may still be filling them.
+
+        Returns:
+            How many temporary files were removed.
+        """
+        removed = remove_stale_temps(self.dir, older_than)
+        release_abandoned(self.dir / "claims")
+        return removed
 
     # -- metadata ----------------------------------------------------------------------
     def write_meta(self, outputs: dict[str, dict[str, Any]] | None = None) -> Path:

@@ -5,6 +5,13 @@ clips of similar length and little compute goes to padding). Under torchrun each
 every WORLD_SIZE-th item of that list, so ranks never overlap and need not talk to each other
 until the final barrier. Utterances already cached are skipped, so a killed run resumes
 where it stopped. A clip that fails is recorded in the cache and the run goes on.
+
+Processes that were not sharded (two `serkit extract` started on one cache, or two torchrun
+jobs) share the work as they go: each claims a batch's utterances just before decoding them
+(`FeatureCache.claim`), skips those another live process holds or has finished meanwhile, and
+at the end waits for the ones still held elsewhere, taking over any whose holder died. So N
+processes finish in about 1/N of the time, never compute an utterance twice while both live,
+and each returns only once its whole share is cached or failed.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,15 +31,23 @@ import pandas as pd
 from serkit.audio import AudioError, load
 from serkit.features.base import Extractor
 from serkit.features.cache import FeatureCache, default_cache_root
+from serkit.features.claims import Claim
 
 __all__ = ["ExtractionResult", "distributed_env", "extract_manifest", "finish_run", "load_feature_config", "shard"]
 
 log = logging.getLogger(__name__)
 
 
+# How often a process with nothing left to claim looks again at items other processes hold.
+WAIT_POLL_SECONDS = 0.2
+
+
 @dataclass
 class ExtractionResult:
-    """What one `extract_manifest` call did (for this rank)."""
+    """What one `extract_manifest` call did (for this rank).
+
+    ``total == already_cached + computed + len(failed) + by_others``.
+    """
 
     cache_dir: Path
     total: int
@@ -40,6 +56,22 @@ class ExtractionResult:
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     audio_seconds: float = 0.0
+    by_others: int = 0  # finished (cached or failed) by another process while this one ran
+    stale_temps_removed: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (``serkit extract --json``)."""
+        return {
+            "cache_dir": str(self.cache_dir),
+            "total": self.total,
+            "already_cached": self.already_cached,
+            "computed": self.computed,
+            "failed": len(self.failed),
+            "by_others": self.by_others,
+            "stale_temps_removed": self.stale_temps_removed,
+            "seconds": round(self.seconds, 3),
+            "audio_seconds": round(self.audio_seconds, 3),
+        }
 
     @property
     def ok(self) -> bool:
@@ -67,8 +99,94 @@ def shard(manifest: pd.DataFrame, rank: int = 0, world_size: int = 1) -> pd.Data
     return ordered.iloc[rank::world_size].reset_index(drop=True)
 
 
-def _batches(rows: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
-    return [rows.iloc[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+class _WorkQueue:
+    """Hands out batches of utterances this process has claimed, in the manifest's order.
+
+    An utterance that another process holds is put aside and tried again once the fresh ones
+    are used up; one that another process has cached (or recorded as failed) since `since` is
+    counted in `by_others` and dropped.
+    """
+
+    def __init__(self, cache: FeatureCache, rows: pd.DataFrame, size: int, since: float) -> None:
+        self.cache = cache
+        self.rows = rows.reset_index(drop=True)
+        self.size = size
+        self.since = since
+        self.by_others = 0
+        self.claims: dict[str, Claim] = {}
+        self._fresh = 0  # next row never looked at
+        self._deferred: list[int] = []  # rows held by other processes last time we looked
+
+    @property
+    def finished(self) -> bool:
+        """True when every row has been handed out or finished elsewhere."""
+        return self._fresh >= len(self.rows) and not self._deferred
+
+    @property
+    def waiting(self) -> int:
+        """Rows held by other processes."""
+        return len(self._deferred)
+
+    def _done_elsewhere(self, utt_id: str) -> bool:
+        if self.cache.has(utt_id):
+            return True
+        try:  # failed in another process during this run: do not try it again
+            return self.cache.error_path(utt_id).stat().st_mtime >= self.since
+        except FileNotFoundError:
+            return False
+
+    def _try(self, index: int) -> bool | None:
+        """True: claimed; False: held elsewhere; None: finished elsewhere."""
+        utt_id = self.rows.at[index, "utt_id"]
+        if self._done_elsewhere(utt_id):
+            return None
+        claim = self.cache.claim(utt_id)
+        if claim is None:
+            return False
+        if self._done_elsewhere(utt_id):  # its holder finished between our look and our claim
+            claim.release()
+            return None
+        self.claims[utt_id] = claim
+        return True
+
+    def take(self) -> pd.DataFrame:
+        """Up to `size` newly claimed rows; empty when none can be claimed right now."""
+        picked: list[int] = []
+        held: list[int] = []
+        while len(picked) < self.size and self._fresh < len(self.rows):
+            self._sort(self._fresh, picked, held)
+            self._fresh += 1
+        if self._fresh >= len(self.rows):  # fresh rows used up: look again at the held ones
+            for index in self._deferred:
+                if len(picked) < self.size:
+                    self._sort(index, picked, held)
+                else:
+                    held.append(index)
+            self._deferred = held
+        else:
+            self._deferred += held
+        return self.rows.iloc[picked]
+
+    def _sort(self, index: int, picked: list[int], held: list[int]) -> None:
+        outcome = self._try(index)
+        if outcome is None:
+            self.by_others += 1
+        elif outcome:
+            picked.append(index)
+        else:
+            held.append(index)
+
+    def done(self, utt_id: str) -> None:
+        """Give up the claim on `utt_id` once it is saved or recorded as failed."""
+        claim = self.claims.pop(utt_id, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        """Give up every claim still held (on the way out after an error)."""
+        for claim in self.claims.values():
+            claim.release()
+        self.claims.clear()
 
 
 def _load_batch(rows: pd.DataFrame, extractor: Extractor) -> list[tuple[str, str, np.ndarray | None, str]]:
@@ -82,14 +200,36 @@ def _load_batch(rows: pd.DataFrame, extractor: Extractor) -> list[tuple[str, str
     return out
 
 
-def _prefetched(batches: Sequence[pd.DataFrame], extractor: Extractor, depth: int) -> Iterator[list]:
-    """Decode batches in a background thread, `depth` ahead of the model."""
+def _prefetched(queue: _WorkQueue, extractor: Extractor, depth: int) -> Iterator[list]:
+    """Decode claimed batches in a background thread, `depth` ahead of the model.
+
+    Batches are claimed only when they are queued for decoding, so other processes can take
+    everything after them. With nothing of its own left, it waits for rows other processes
+    hold (never while holding undone claims of its own, which the others may be waiting for).
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serkit-audio") as pool:
-        pending: list[Future] = [pool.submit(_load_batch, b, extractor) for b in batches[:depth]]
-        for index in range(len(batches)):
-            batch = pending.pop(0).result()
-            if index + depth < len(batches):
-                pending.append(pool.submit(_load_batch, batches[index + depth], extractor))
+        pending: deque[Future] = deque()
+
+        def refill() -> None:
+            while len(pending) < depth:
+                batch = queue.take()
+                if batch.empty:
+                    return
+                pending.append(pool.submit(_load_batch, batch, extractor))
+
+        announced = False
+        while True:
+            refill()
+            if not pending:
+                if queue.finished:
+                    return
+                if not announced:
+                    log.info("waiting for %d utterance(s) other processes are computing", queue.waiting)
+                    announced = True
+                time.sleep(WAIT_POLL_SECONDS)
+                continue
+            batch = pending.popleft().result()
+            refill()
             yield batch
 
 
@@ -146,36 +286,62 @@ def extract_manifest(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    since = time.time()
     cache = FeatureCache(cache_root or default_cache_root(), extractor)
+    removed = cache.clean()
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by a killed run", cache.dir, removed)
     extractor.setup(cache.dir)
     if rank == 0 or not (cache.dir / "meta.json").exists():
         cache.write_meta()
     mine = shard(manifest, rank, world_size)
     todo = mine[~mine["utt_id"].map(cache.has)]
     size = batch_size or int(getattr(extractor.config, "batch_size", 1) or 1)
-    result = ExtractionResult(cache.dir, total=len(mine), already_cached=len(mine) - len(todo), computed=0)
+    result = ExtractionResult(cache.dir, total=len(mine), already_cached=len(mine) - len(todo), computed=0,
+                              stale_temps_removed=removed)
     log.info("%s: %d of %d utterances to compute (rank %d/%d)", cache.dir, len(todo), len(mine), rank, world_size)
     described = (cache.dir / "meta.json").exists() and "outputs" in cache.read_meta()
     bar = tqdm(total=len(todo), unit="file", desc=f"extract {extractor.name}", disable=not progress, dynamic_ncols=True)
     sampling_rate = extractor.spec.sampling_rate
+    queue = _WorkQueue(cache, todo, size, since)
+    durations = dict(zip(todo["utt_id"], todo["duration"]))
     try:
-        for loaded in _prefetched(_batches(todo, size), extractor, max(prefetch, 1)):
+        for loaded in _prefetched(queue, extractor, max(prefetch, 1)):
             for utt_id, path, features, reason in _run_batch(extractor, loaded, sampling_rate):
                 if features is None:
                     cache.record_error(utt_id, path, reason)
+                    queue.done(utt_id)
                     result.failed.append({"utt_id": utt_id, "path": path, "reason": reason})
                     continue
                 cache.save(utt_id, features, source=path)
+                queue.done(utt_id)
                 if not described:
                     cache.write_meta(_describe_outputs(features))
                     described = True
                 result.computed += 1
-            bar.update(len(loaded))
+                result.audio_seconds += float(durations[utt_id])
+            bar.update(result.computed + len(result.failed) + queue.by_others - bar.n)
     finally:
+        queue.release_all()
         bar.close()
-    result.audio_seconds = float(todo["duration"].sum())
+    result.by_others = queue.by_others
+    _ensure_described(cache, mine["utt_id"])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _ensure_described(cache: FeatureCache, utt_ids: Sequence[str]) -> None:
+    """Describe the outputs in ``meta.json`` from a stored item if no process has yet.
+
+    Concurrent processes each rewrite ``meta.json`` at start, so one that started late can
+    drop the description an earlier one wrote; whoever finishes last puts it back.
+    """
+    if "outputs" in cache.read_meta():
+        return
+    for utt_id in utt_ids:
+        if cache.has(utt_id):
+            cache.write_meta(_describe_outputs(cache.load(utt_id)))
+            return
 
 
 def finish_run(cache_dir: Path, extractor: Extractor) -> list[dict[str, str]]:
