@@ -113,7 +113,7 @@ def test_encoder_export_is_refused_with_the_reason(models):
 
 
 def test_service_predicts_with_a_whisper_model(models, corpus):
-    fastapi = pytest.importorskip("fastapi")  # noqa: F841 - the service needs it
+    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from serkit.service import create_app
