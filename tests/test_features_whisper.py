@@ -195,6 +195,15 @@ def test_missing_ctranslate2_says_what_to_install(tiny_whisper, monkeypatch):
         _extractor(tiny_whisper["ct2"]).setup()
 
 
+def test_unknown_names_and_paths_say_what_exists(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match=r"not a short name.*Short names: \['whisper-tiny.en'\]"):
+        build_extractor({"kind": "whisper", "model": "whisper-tiny"}).setup()
+    with pytest.raises(ModelNotAvailableError, match="no such folder. Check the path") as info:
+        build_extractor({"kind": "whisper", "model": str(tmp_path / "missing" / "model")}).setup()
+    assert "hf download" not in str(info.value)
+
+
 def test_a_transformers_folder_is_not_a_ctranslate2_model(tiny_whisper):
     with pytest.raises(ModelNotAvailableError, match="not a CTranslate2 model folder.*ct2-transformers-converter"):
         _extractor(tiny_whisper["hf"]).setup()

@@ -112,7 +112,9 @@ def from_pretrained(load: Callable[..., Any], model: str, revision: str, **kwarg
         except (OSError, ValueError) as exc:  # missing files, or a config.json that is not a model's
             raise ModelNotAvailableError(model, revision, f"the folder is not a complete model ({exc})") from None
     if _looks_like_path(model):
-        raise ModelNotAvailableError(model, revision, "no such folder")
+        raise ModelNotAvailableError(
+            model, revision, "no such folder", hint="Check the path: it must name a folder that holds the model's files."
+        )
     try:
         return load(model, revision=revision, local_files_only=True, **kwargs)
     except OSError:

@@ -224,7 +224,16 @@ def resolve_model_folder(model: str, revision: str = "main") -> Path:
     if model in SHORT_NAMES:
         folder = _short_name_folder(model, revision)
     else:
-        folder = Path(from_pretrained(_snapshot, model, revision)).expanduser()
+        try:
+            folder = Path(from_pretrained(_snapshot, model, revision)).expanduser()
+        except ModelNotAvailableError as exc:
+            if "/" in model:  # a Hub id or a path: the advice already fits
+                raise
+            # a bare name is most likely a mistyped short name: say which ones exist
+            raise ModelNotAvailableError(
+                model, revision, f"{model!r} is not a short name, a folder or a Hub id that can be fetched",
+                hint=f"Short names: {sorted(SHORT_NAMES)}; else give a CTranslate2 model folder or a Hub id.",
+            ) from exc
     if not (folder / "model.bin").is_file():
         raise ModelNotAvailableError(
             model, revision, f"{folder} has no model.bin, so it is not a CTranslate2 model folder",
