@@ -251,6 +251,7 @@ def test_shemo_official_transcripts(shemo_full: tuple[Path, pd.DataFrame], share
 
 
 def _against_reference(manifest: pd.DataFrame, corpus_root: Path) -> None:
+    corpus_root = corpus_root.resolve()  # adapters write resolved paths; ../shared may be a symlink
     reference = pd.read_csv(corpus_root / "manifest.csv", dtype=str)
     got = pd.DataFrame({
         "path": [Path(p).relative_to(corpus_root).as_posix() for p in manifest["path"]],
