@@ -21,7 +21,7 @@ $serkit info "$out/manifest.csv"
 echo "== 3. features, folds, training, evaluation, report (resumable: run again to continue)"
 $serkit run "$recipe" "${sets[@]}"
 echo "== 4. predict new voices (speakers the models never heard) with the saved Whisper models"
-[ -f "$out/unseen/metadata.csv" ] || $serkit synth "$out/unseen" --speakers 2 --per-emotion 1 --seed 99 >/dev/null
+[ -f "$out/unseen/metadata.csv" ] || $serkit synth "$out/unseen" --speakers 2 --per-emotion 1 --seed 99 --speaker-prefix new >/dev/null
 echo "-- the paper's CNN on Whisper tiny.en frame maps"
 $serkit predict "$out/runs/demo/whisper_cnn/model" "$out/unseen"
 echo "-- SVM on Whisper tiny.en statistics"

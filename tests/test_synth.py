@@ -253,6 +253,20 @@ def test_cli_writes_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "SYNTHETIC" in capsys.readouterr().out
 
 
+def test_speaker_prefix_names_new_voices_apart(tmp_path: Path) -> None:
+    """Same voices and audio, other names: the demo's unseen voices must not read as spk01/spk02."""
+    main(["synth", str(tmp_path / "new"), "--speakers", "2", "--per-emotion", "1", "--voice", "source-filter",
+          "--speaker-prefix", "new"])
+    synth.write_corpus(tmp_path / "spk", speakers=2, per_emotion=1, voice="source-filter")
+    named = pd.read_csv(tmp_path / "new" / "metadata.csv")
+    assert sorted(named["speaker"].unique()) == ["new01", "new02"]
+    assert all(p.startswith(s + "/" + s + "_") for p, s in zip(named["path"], named["speaker"]))
+    renamed = {k.replace("spk", "new"): v for k, v in audio_bytes(tmp_path / "spk").items()}
+    assert audio_bytes(tmp_path / "new") == renamed
+    with pytest.raises(ValueError, match="speaker_prefix"):
+        synth.write_corpus(tmp_path / "bad", speakers=1, per_emotion=1, voice="source-filter", speaker_prefix="../x")
+
+
 # --------------------------------------------------------------------------- espeak-ng
 
 

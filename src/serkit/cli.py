@@ -97,7 +97,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from serkit.synth import write_corpus
 
     metadata = write_corpus(
-        args.dest, speakers=args.speakers, per_emotion=args.per_emotion, seed=args.seed, voice=args.voice
+        args.dest, speakers=args.speakers, per_emotion=args.per_emotion, seed=args.seed, voice=args.voice,
+        speaker_prefix=args.speaker_prefix,
     )
     print(f"wrote a SYNTHETIC corpus to {args.dest} (listing: {metadata})")
     print(f"next: serkit prepare csv {metadata} -o manifest.csv")
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voice", choices=("auto", "espeak", "source-filter"), default="auto",
                    help="espeak-ng speech when installed (auto), or the built-in source-filter voice")
+    p.add_argument("--speaker-prefix", default="spk",
+                   help="speaker names are this and a number (spk01, ...); another keeps new voices apart by name")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("extract", help="compute features of a manifest into the cache (resumable)")

@@ -251,14 +251,14 @@ class Item:
 # --------------------------------------------------------------------------- speakers, plan
 
 
-def _make_speaker(number: int, seed: int) -> Speaker:
+def _make_speaker(number: int, seed: int, prefix: str = "spk") -> Speaker:
     """Speaker `number` (1-based): odd numbers female, even male, traits from the seed."""
     rng = np.random.default_rng([seed, 1, number])
     gender = "female" if number % 2 == 1 else "male"
     female = gender == "female"
     variants = _ESPEAK_VARIANTS[gender]
     return Speaker(
-        name=f"spk{number:02d}",
+        name=f"{prefix}{number:02d}",
         gender=gender,
         f0=float(rng.uniform(190.0, 225.0) if female else rng.uniform(100.0, 120.0)),
         tract=float(rng.uniform(1.10, 1.22) if female else rng.uniform(0.92, 1.04)),
@@ -283,11 +283,11 @@ def _utterance(profile: EmotionProfile, rng: np.random.Generator, spread: Variat
     )
 
 
-def _plan(speakers: int, per_emotion: int, emotions: Sequence[str], seed: int) -> list[Item]:
+def _plan(speakers: int, per_emotion: int, emotions: Sequence[str], seed: int, prefix: str = "spk") -> list[Item]:
     """Every file of the corpus in a fixed order (speaker, emotion, take)."""
     items: list[Item] = []
     for number in range(1, speakers + 1):
-        speaker = _make_speaker(number, seed)
+        speaker = _make_speaker(number, seed, prefix)
         for emotion in emotions:
             for take in range(1, per_emotion + 1):
                 index = len(items)
@@ -823,6 +823,7 @@ def write_corpus(
     emotions: Sequence[str] = EMOTIONS,
     seed: int = 0,
     voice: str = "auto",
+    speaker_prefix: str = "spk",
 ) -> Path:
     """Write a labelled SYNTHETIC emotional speech corpus with its listing and README.
 
@@ -834,20 +835,25 @@ def write_corpus(
         seed: Random seed; the same seed gives the same corpus.
         voice: ``"espeak"`` (espeak-ng), ``"source-filter"`` (built in) or ``"auto"`` (espeak-ng
             when installed, else source-filter).
+        speaker_prefix: Speaker names are the prefix and a two-digit number (``spk01``); give
+            another for voices that must not share names with another corpus's speakers.
 
     Returns:
         The path of ``dest/metadata.csv`` (columns ``utt_id, path, speaker, gender, label,
         corpus``; paths relative to `dest`).
 
     Raises:
-        ValueError: Unknown voice or emotion, bad sizes, or ``voice="espeak"`` without espeak-ng.
+        ValueError: Unknown voice or emotion, bad sizes, a prefix that is not letters, digits,
+            ``_`` or ``-``, or ``voice="espeak"`` without espeak-ng.
         EspeakError: espeak-ng failed on an utterance.
     """
     chosen = _check_arguments(speakers, per_emotion, emotions)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", speaker_prefix or ""):
+        raise ValueError(f"speaker_prefix must be letters, digits, '_' or '-', got {speaker_prefix!r}")
     engine, exe = _resolve_voice(voice)
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
-    items = _plan(speakers, per_emotion, chosen, seed)
+    items = _plan(speakers, per_emotion, chosen, seed, speaker_prefix)
     log.info("synth: %d utterances (%d speakers x %d emotions x %d) with the %s voice into %s",
              len(items), speakers, len(chosen), per_emotion, engine, root)
     started = time.perf_counter()
