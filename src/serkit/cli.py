@@ -291,15 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speaker names are this and a number (spk01, ...); another keeps new voices apart by name")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("extract", help="compute features of a manifest into the cache (resumable)")
+    p = sub.add_parser(
+        "extract", help="compute features of a manifest into the cache (resumable)",
+        description="Compute features of a manifest into the cache. Resumable: a killed run continues where it "
+        "stopped, and temporary files of killed runs are removed. Several processes may fill one cache at once: "
+        "each utterance is claimed, so none is computed twice.",
+    )
     p.add_argument("manifest", type=Path)
     p.add_argument("-f", "--features", required=True,
                    help="feature kind (ssl, whisper, logmel, mfcc, opensmile) or a .toml/.json feature configuration")
     p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; repeatable")
     p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per extractor call (default: the extractor's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",
                    help="print what this process did as JSON (computed, by_others, already_cached, ...)")
     p.set_defaults(func=cmd_extract)
