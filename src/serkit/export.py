@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from serkit.atomic import make_temp_file
+from serkit.features.base import exports_onnx_encoder
 from serkit.models.io import ModelFormatError
 
 __all__ = [
@@ -100,7 +101,7 @@ def export_onnx(model_dir: str | os.PathLike, *, encoder: bool = False, opset: i
 
     folder = Path(model_dir)
     saved = load_model(folder)
-    if encoder and not _encoder_exportable(saved.features):
+    if encoder and not exports_onnx_encoder((saved.features or {}).get("kind")):
         kind = (saved.features or {}).get("kind")
         raise ValueError(
             f"{folder}: {kind!r} features have no ONNX encoder export (only SSL encoders do; "
@@ -504,16 +505,6 @@ def _sigmoid(g: _Graph, decision: str, n_classes: int, calibrators: list[Any]) -
 
 
 # --------------------------------------------------------------------------- SSL encoder
-
-
-def _encoder_exportable(identity: dict[str, Any] | None) -> bool:
-    """Whether the extractor family of a saved feature identity can export its encoder."""
-    from serkit.features.base import extractor_class
-
-    try:
-        return bool(identity) and bool(getattr(extractor_class(identity["kind"]), "exports_onnx_encoder", False))
-    except ValueError:
-        return False
 
 
 def _export_encoder(saved: Any, out_dir: Path) -> dict[str, Any]:

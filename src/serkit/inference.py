@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 
 from serkit.audio import AudioError, AudioSpec, fix_length, preprocess, read
-from serkit.features.base import Extractor, build_extractor
+from serkit.features.base import Extractor, build_extractor, exports_onnx_encoder
 from serkit.models.io import ModelFormatError
 
 __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_predictions", "segment_bounds"]
@@ -210,7 +210,7 @@ def _build_features(model_dir: Path, info: _ModelInfo, backend: str) -> Extracto
     """The extractor the model was trained with, from its recorded identity."""
     identity = info.features
     settings = dict(identity["config"])
-    if backend == "onnx" and identity["kind"] == "ssl" and _has_onnx_encoder(model_dir):
+    if backend == "onnx" and exports_onnx_encoder(identity["kind"]) and _has_onnx_encoder(model_dir):
         settings["backend"] = "onnx"  # reuse the encoder that `serkit export --encoder` wrote
         settings["device"] = None
     try:

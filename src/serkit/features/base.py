@@ -20,7 +20,7 @@ import numpy as np
 
 from serkit.audio import AudioSpec
 
-__all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict", "extractor_class"]
+__all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict", "exports_onnx_encoder", "extractor_class"]
 
 #: Bump when the on-disk layout of cached features changes; part of every fingerprint.
 CACHE_FORMAT_VERSION = 1
@@ -104,6 +104,14 @@ def build_extractor(config: dict[str, Any], spec: AudioSpec | None = None) -> Ex
     kind = settings.pop("kind", None)
     cls = extractor_class(kind)
     return cls(config_from_dict(cls.config_class, settings, f"features.{kind}"), spec)
+
+
+def exports_onnx_encoder(kind: str | None) -> bool:
+    """Whether the extractor family `kind` can export its encoder to ONNX (False for unknown kinds)."""
+    try:
+        return bool(getattr(extractor_class(str(kind)), "exports_onnx_encoder", False))
+    except ValueError:
+        return False
 
 
 def extractor_class(kind: str) -> type[Extractor]:
