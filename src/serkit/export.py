@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from serkit.atomic import make_temp_file
+from serkit.atomic import atomic_path, atomic_write
 from serkit.features.base import exports_onnx_encoder
 from serkit.models.io import ModelFormatError
 
@@ -127,7 +127,8 @@ def export_onnx(model_dir: str | os.PathLike, *, encoder: bool = False, opset: i
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     record_path = out_dir / RECORD_FILE
-    _write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True))
+    with atomic_write(record_path, "w") as handle:
+        handle.write(json.dumps(record, indent=2, sort_keys=True))
     written.append(record_path)
     logger.info("exported %s to %s (largest difference %.2g)", folder, out_dir, classifier["max_abs_diff"])
     return written
@@ -164,8 +165,7 @@ def _export_torch(model: Any, target: Path, opset: int) -> dict[str, Any]:
     input_shape = [int(n) for n in model.input_shape_]
     wrapper = _probabilities_module(_exportable_network(model.network_, input_shape)).eval()
     example = torch.from_numpy(_random_rows(2, input_shape, np.float32, seed=0))
-    tmp = _temporary_path(target)
-    try:
+    with atomic_path(target) as tmp:  # moved into place only once the check passed
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter announces its deprecation and tracing warns about
             # shape-derived Python values; both are expected here.
@@ -183,9 +183,6 @@ def _export_torch(model: Any, target: Path, opset: int) -> dict[str, Any]:
         rows = _random_rows(_CHECK_ROWS, input_shape, np.float32, seed=1)
         expected = model.predict_proba(rows)
         difference = _check_export(tmp, rows, expected)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return _classifier_record(input_shape, "float32", opset, difference)
 
 
@@ -347,14 +344,10 @@ def _export_svm(model: Any, target: Path, opset: int) -> dict[str, Any]:
     graph_model = _svm_graph(model, opset)
     onnx.checker.check_model(graph_model)
     shape = [int(model.n_features_in_)] if model.n_layers_ is None else [int(model.n_layers_), int(model.n_features_in_)]
-    tmp = _temporary_path(target)
-    try:
+    with atomic_path(target) as tmp:  # moved into place only once the check passed
         onnx.save_model(graph_model, str(tmp))
         rows = _random_rows(_CHECK_ROWS, shape, np.float64, seed=1)
         difference = _check_export(tmp, rows, model.predict_proba(rows))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return _classifier_record(shape, "float64", opset, difference)
 
 
@@ -608,20 +601,6 @@ def _session(path: Path, num_threads: int | None = None) -> Any:
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _temporary_path(target: Path) -> Path:
-    """A fresh empty file beside `target` (same file system, so os.replace is atomic; umask honoured)."""
-    return make_temp_file(target)
-
-
-def _write_text_atomic(target: Path, text: str) -> None:
-    tmp = _temporary_path(target)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _version(package: str) -> str:
