@@ -579,3 +579,22 @@ def test_predict_files_progress_bar_goes_to_stderr(predictors, corpus, capsys):
     assert len(results) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "predict" in captured.err
+
+
+def test_a_failed_export_check_leaves_no_file(models, tmp_path, monkeypatch):
+    """The graph is moved into place only after onnxruntime reproduced the model; else nothing stays."""
+    import shutil
+
+    from serkit import export
+
+    folder = tmp_path / "svm"
+    shutil.copytree(models["svm"], folder)
+
+    def disagree(*args, **kwargs):
+        raise ValueError("onnxruntime disagrees")
+
+    monkeypatch.setattr(export, "_check_export", disagree)
+    with pytest.raises(ValueError, match="disagrees"):
+        export_onnx(folder)
+    left = sorted(p.name for p in (folder / EXPORT_DIR).iterdir())
+    assert left == []  # no classifier.onnx, no export.json, no temporary file
