@@ -292,6 +292,26 @@ def test_413_content_length_over_the_limit(client, url, clips) -> None:
     assert answer.startswith(b"HTTP/1.1 413")
 
 
+def test_413_answer_survives_a_body_still_arriving(url) -> None:
+    """An early 413 reaches a client that keeps sending its body (it once got a reset).
+
+    Closing a socket with request bytes still arriving makes the kernel answer them with a
+    reset, which can throw away the 413 before the client reads it (CI saw httpx's
+    ReadError). The server now stops writing, drains the body for a bounded time, then closes.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    head = b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: audio/wav\r\nContent-Length: %d\r\n\r\n" % (4 * LIMIT)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)  # the 413 is answered before any of the body is read
+        sock.sendall(b"\0" * LIMIT)  # the body goes on arriving after the answer
+        time.sleep(0.3)
+        answer = b""
+        while chunk := sock.recv(65536):  # a reset raises here; a drained close ends with b""
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"limit" in answer
+
+
 def test_413_chunked_body_without_content_length(client, url) -> None:
     sent = 0
 

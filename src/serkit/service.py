@@ -31,6 +31,8 @@ connecting or of the previous response; uvicorn's h11 protocol has no such timer
 idle for ``keep_alive_s`` after a response (uvicorn's ``timeout_keep_alive``). uvicorn's own
 ``limit_concurrency`` is not used: it counts connections, so slow clients would fill it. A
 client that disconnects mid-upload is an INFO line with its address and the bytes received.
+An answer sent before the body was read is followed by a lingering close (``linger_s``), so the
+client reads it instead of a connection reset (`serkit.connections`).
 
 fastapi, uvicorn and python-multipart (the ``serve`` extra) are imported here only, so
 importing serkit never needs them.
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from serkit.audio import AudioError, read
+from serkit.connections import server_options
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -624,73 +627,6 @@ def _version() -> str:
     return __version__
 
 
-def _header_timeout_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request head is late.
-
-    uvicorn 0.54 arms no timer before a connection's first request, and any byte cancels its
-    keep-alive timer, so a client that connects and sends nothing (or a header a byte a
-    minute) would hold its socket forever. Here a complete request head must arrive within
-    `seconds` of connecting or of the previous response.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeadTimeoutH11(H11Protocol):
-        _head_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the head is complete
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()  # for the next request's head
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                where = "%s:%d" % self.client if self.client else "a client"
-                logger.info("closed the connection of %s: no complete request head within %g s", where, seconds)
-                self.transport.close()
-
-    return HeadTimeoutH11
-
-
-def server_options(*, keep_alive_s: float = 5.0, header_timeout_s: float = 10.0) -> dict[str, Any]:
-    """`uvicorn.Config` keyword arguments for serkit's connection timeouts.
-
-    Args:
-        keep_alive_s: Close a connection idle this long after a response (uvicorn's
-            ``timeout_keep_alive``).
-        header_timeout_s: Close a connection whose request head has not fully arrived this
-            long after it connected or after the previous response.
-
-    Returns:
-        ``http`` (the protocol class) and ``timeout_keep_alive``.
-    """
-    _check_limits(0, {}, {"keep_alive_s": keep_alive_s, "header_timeout_s": header_timeout_s})
-    return {"http": _header_timeout_protocol(header_timeout_s), "timeout_keep_alive": keep_alive_s}
-
-
 def run(
     model_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -700,6 +636,7 @@ def run(
     log_level: str = "info",
     keep_alive_s: float = 5.0,
     header_timeout_s: float = 10.0,
+    linger_s: float = 2.0,
     **limits: Any,
 ) -> None:
     """Load a model and serve it with uvicorn until interrupted.
@@ -712,6 +649,7 @@ def run(
         log_level: uvicorn's log level.
         keep_alive_s: See `server_options`.
         header_timeout_s: See `server_options`.
+        linger_s: See `server_options`.
         **limits: `create_app` keyword arguments (``max_upload_bytes``, ``max_concurrency``,
             ``max_batch``, ``batch_wait_ms``, ``max_queue``, ``read_timeout_s``,
             ``max_uploads``, ``max_uploads_per_client``).
@@ -720,7 +658,7 @@ def run(
 
     from serkit.inference import Predictor
 
-    options = server_options(keep_alive_s=keep_alive_s, header_timeout_s=header_timeout_s)
+    options = server_options(keep_alive_s=keep_alive_s, header_timeout_s=header_timeout_s, linger_s=linger_s)
     predictor = Predictor.load(model_dir, backend=backend)  # type: ignore[arg-type]
     app = create_app(predictor, **limits)
     if host not in ("127.0.0.1", "localhost", "::1"):
