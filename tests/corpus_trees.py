@@ -151,8 +151,10 @@ def tess(root: Path, broken: bool = True) -> Tree:
     tree.clip("YAF_sad/YAF_beg_sad.wav", 0.30, speaker="YAF", gender="female", label="sad")
     tree.clip("YAF_neutral/YAF_bite_neutral.wav", 0.30, speaker="YAF", gender="female", label="neutral")
     tree.clip("YAF_happy/YAF_bone_happy.wav", 0.30, speaker="YAF", gender="female", label="happy")
-    tree.skip("OAF_angry/ZAF_back_angry.wav")
+    # The release's quirk: off only in the speaker code; its folder names speaker and label.
+    tree.clip("OAF_neutral/OA_bite_neutral.wav", 0.30, speaker="OAF", gender="female", label="neutral")
     tree.skip("OAF_angry/OAF_back_angry_copy.wav")
+    tree.skip("extras/ZAF_back_angry.wav")
     if broken:
         tree.bad("YAF_happy/YAF_book_happy.wav")
     return tree

@@ -52,9 +52,14 @@ def test_adapter_reads_official_naming(corpus: str, tmp_path: Path, caplog: pyte
     for row in tree.rows:
         assert durations[row["utt_id"]] == pytest.approx(row["duration"], abs=1e-6)
     assert all(os.path.isabs(p) for p in manifest["path"])
-    # The unreadable file is reported, not listed; foreign names are skipped with a warning.
-    assert [item["path"] for item in manifest.attrs["skipped"]] == [str(p) for p in tree.broken]
-    assert all(item["reason"] for item in manifest.attrs["skipped"])
+    # Nothing is dropped silently (issue #12): the unreadable file and the foreign names are
+    # left out of the manifest and listed with their reasons (manifest.errors.csv); foreign
+    # names also get a warning.
+    skipped = {item["path"]: item["reason"] for item in manifest.attrs["skipped"]}
+    assert sorted(skipped) == sorted(str(p) for p in tree.foreign + tree.broken)
+    assert all(skipped.values())
+    for path in tree.foreign:
+        assert "naming" in skipped[str(path)] or "folder" in skipped[str(path)], skipped[str(path)]
     listed = set(manifest["path"])
     assert not listed & {str(p) for p in tree.foreign + tree.broken}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
@@ -70,7 +75,7 @@ def test_adapter_declares_its_labels(corpus: str, tmp_path: Path) -> None:
     tree = corpus_trees.BUILDERS[corpus](tmp_path / corpus, broken=False)
     manifest = module.prepare(tree.root)
     assert set(manifest["label"]) <= set(module.LABELS)
-    assert manifest.attrs["skipped"] == []
+    assert sorted(item["path"] for item in manifest.attrs["skipped"]) == sorted(str(p) for p in tree.foreign)
 
 
 @pytest.mark.parametrize("corpus", [*CORPORA, "folder"])
@@ -468,7 +473,9 @@ def test_folder_labels_ids_and_speakers(tmp_path: Path, caplog: pytest.LogCaptur
         {"utt_id": "calm__spk01_take2", "speaker": "unknown", "gender": "unknown", "label": "calm"},
     ]
     assert "skipped 1 file(s) that are not inside a label folder: loose.wav" in caplog.text
-    assert [item["path"] for item in manifest.attrs["skipped"]] == [str(tmp_path / "calm" / "broken.wav")]
+    assert [item["path"] for item in manifest.attrs["skipped"]] == [str(tmp_path / "loose.wav"),
+                                                                     str(tmp_path / "calm" / "broken.wav")]
+    assert "not inside a label folder" in manifest.attrs["skipped"][0]["reason"]
     (tmp_path / "calm" / "broken.wav").unlink()
     with_speakers = datasets.prepare("folder", tmp_path, speaker_pattern=r"(?P<speaker>spk\d+)")
     assert with_speakers["speaker"].tolist() == ["spk02", "spk01", "spk01"]
@@ -490,6 +497,8 @@ def test_folder_speaker_pattern_errors(tmp_path: Path) -> None:
 
 def test_cli_prepare_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tree = corpus_trees.emovo(tmp_path / "emovo", broken=False)
+    for path in tree.foreign:  # a clean corpus: every audio file used, exit 0
+        path.unlink()
     out = tmp_path / "out" / "emovo.csv"
     assert main(["prepare", "emovo", str(tree.root), "-o", str(out)]) == 0
     assert f"wrote {out}: 7 utterances, 6 speakers" in capsys.readouterr().out
@@ -505,6 +514,8 @@ def test_cli_prepare_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_cli_prepare_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tree = corpus_trees.shemo(tmp_path / "shemo", broken=False)
+    for path in tree.foreign:  # a clean corpus: every audio file used, exit 0
+        path.unlink()
     out = tmp_path / "shemo5.csv"
     assert main(["prepare", "shemo", str(tree.root), "-o", str(out), "-O", "classes=5"]) == 0
     assert "fearful" not in set(pd.read_csv(out)["label"])

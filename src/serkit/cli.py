@@ -33,7 +33,7 @@ def _parse_option(text: str) -> tuple[str, object]:
 def _report_skipped(skipped: list[dict[str, str]], dest: Path | None) -> int:
     if not skipped:
         return 0
-    print(f"\n{len(skipped)} file(s) could not be read and were left out:", file=sys.stderr)
+    print(f"\n{len(skipped)} file(s) were left out, each with its reason:", file=sys.stderr)
     for item in skipped[:20]:
         print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
     if len(skipped) > 20:
@@ -193,31 +193,50 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audio_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; directories searched recursively for audio files (a missing path stays, to be reported)."""
-    from serkit.datasets._common import audio_files
+def _audio_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files as given; directories searched recursively for audio files (a missing path stays, to be reported).
+
+    Returns:
+        ``(files, left_out)``: what to predict, and the audio-looking files found in
+        directories that are not used (unknown extension, Git LFS pointer), as
+        ``{"path", "reason"}``.
+    """
+    from serkit.audio import display_name
+    from serkit.datasets._common import scan_audio
 
     files: list[Path] = []
+    left_out: list[dict[str, str]] = []
     for path in paths:
         if path.is_dir():
-            found = audio_files(path)
-            if not found:
-                raise CommandError(f"{path}: no audio files found in this directory")
+            found, skipped = scan_audio(path)
+            if not found and not skipped:
+                raise CommandError(f"{display_name(path)}: no audio files found in this directory")
             files.extend(found)
+            left_out.extend(skipped)
         else:
             files.append(path)
-    return files
+    return files, left_out
+
+
+def _printable(text: str) -> str:
+    """`text` with file-name bytes that are not UTF-8 shown as ``\\xe9``, so it can be printed and saved."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from serkit.inference import Predictor, format_predictions
 
-    files = _audio_inputs(args.inputs)
+    files, left_out = _audio_inputs(args.inputs)
+    if not files:
+        _report_left_out(left_out)
+        return 1
     predictor = Predictor.load(args.model, backend=args.backend, window=args.window, hop=args.hop)
     progress = len(files) >= 8 and not args.no_progress and sys.stderr.isatty()
     predictions = predictor.predict_files(files, segments=args.segments, progress=progress)
+    for prediction in predictions:  # names that are not UTF-8 (surrogate escapes) shown as \xe9
+        prediction.source = _printable(prediction.source)
     info = {"model": str(args.model), "backend": args.backend}
-    text = format_predictions(predictions, predictor.labels, args.format, segments=args.segments, info=info)
+    text = _printable(format_predictions(predictions, predictor.labels, args.format, segments=args.segments, info=info))
     if args.output is not None:
         args.output.write_text(text)
     else:
@@ -226,9 +245,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {len(predictions)} file(s) could not be predicted:", file=sys.stderr)
         for p in failed[:20]:
-            print(f"  {p.error}", file=sys.stderr)
-        return 1
-    return 0
+            print(f"  {_printable(p.error)}", file=sys.stderr)
+    _report_left_out(left_out)
+    return 1 if failed or left_out else 0
+
+
+def _report_left_out(left_out: list[dict[str, str]]) -> None:
+    """Print the audio-looking files of the input folders that were not predicted, with reasons."""
+    if not left_out:
+        return
+    print(f"{len(left_out)} audio-looking file(s) in the folders were not predicted:", file=sys.stderr)
+    for item in left_out[:20]:
+        print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
+    if len(left_out) > 20:
+        print(f"  ... and {len(left_out) - 20} more", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -80,6 +80,7 @@ def list_utterances(root: str | os.PathLike, *, demographics: str | os.PathLike 
         ValueError: The demographics file lacks ActorID/Sex or has unknown Sex values.
     """
     folder = existing_dir(root)
+    left_out: list[dict[str, str]] = []
     table = _find_demographics(folder, demographics)
     genders = read_demographics(table) if table is not None else {}
     rows = [
@@ -90,9 +91,9 @@ def list_utterances(root: str | os.PathLike, *, demographics: str | os.PathLike 
             "gender": genders.get(found["actor"], "unknown"),
             "label": EMOTIONS[found["emotion"]],
         }
-        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "1001_DFA_ANG_XX.wav", folder)
+        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "1001_DFA_ANG_XX.wav", folder, left_out=left_out)
     ]
-    frame = frame_of(rows)
+    frame = frame_of(rows, left_out=left_out)
     if table is None:
         log.warning("%s: %s not found below %s; every gender is 'unknown'", NAME, DEMOGRAPHICS_FILE, folder)
     else:

@@ -68,6 +68,7 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
         FileNotFoundError: `root` does not exist.
     """
     folder = existing_dir(root)
+    left_out: list[dict[str, str]] = []
     rows = [
         {
             "utt_id": path.stem,
@@ -76,9 +77,9 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
             "gender": SPEAKERS[found["speaker"]],
             "label": EMOTIONS[found["emotion"]],
         }
-        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "03a01Fa.wav", folder)
+        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "03a01Fa.wav", folder, left_out=left_out)
     ]
-    return frame_of(rows)
+    return frame_of(rows, left_out=left_out)
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """Any corpus stored as one folder per label: ``root/<label>/**/<audio>``.
 
-The label is the name of the top-level folder a file sits in (files directly in ``root`` are
-skipped with a warning). The utt_id is the path relative to ``root`` without its extension,
+The label is the name of the top-level folder a file sits in. Every audio-looking file is
+used or listed in ``attrs["skipped"]`` (so in ``manifest.errors.csv``) with its reason: files
+directly in ``root`` (no label), audio under an unknown extension (see
+`serkit.datasets._common.scan_audio`), unreadable audio, names that are not UTF-8. The utt_id is the path relative to ``root`` without its extension,
 with ``/`` replaced by ``__`` (``angry/s01/take1.wav`` -> ``angry__s01__take1``), so it is
 unique within the corpus. Gender is ``unknown``.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, shorten, warn_skipped
+from serkit.datasets._common import existing_dir, finish, frame_of, scan_audio, shorten, warn_skipped
 
 __all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
 
@@ -39,7 +41,8 @@ def list_utterances(root: str | os.PathLike, *, speaker_pattern: str | None = No
         speaker_pattern: Regex with a named group ``speaker``, searched in each file stem.
 
     Returns:
-        Rows with utt_id, path, speaker, gender (unknown), label.
+        Rows with utt_id, path, speaker, gender (unknown), label; ``attrs["skipped"]`` lists
+        the audio-looking files left out, with their reasons.
 
     Raises:
         FileNotFoundError: `root` does not exist.
@@ -50,7 +53,8 @@ def list_utterances(root: str | os.PathLike, *, speaker_pattern: str | None = No
     rows: list[dict] = []
     loose: list[Path] = []
     unmatched: list[str] = []
-    for path in audio_files(folder):
+    files, left_out = scan_audio(folder)
+    for path in files:
         relative = path.relative_to(folder)
         if len(relative.parts) < 2:
             loose.append(path)
@@ -71,7 +75,10 @@ def list_utterances(root: str | os.PathLike, *, speaker_pattern: str | None = No
                 "label": relative.parts[0],
             }
         )
-    warn_skipped(log, NAME, loose, "are not inside a label folder", folder)
+    warn_skipped(log, NAME, loose, "are not inside a label folder", folder, left_out=left_out,
+                 reason="not inside a label folder (ROOT/<label>/...), so nothing gives its label")
+    if left_out:
+        log.warning("%s: %d audio-looking file(s) left out; they are listed with the reasons", NAME, len(left_out))
     if unmatched:
         raise ValueError(
             f"{folder}: speaker_pattern {speaker_pattern!r} does not match {len(unmatched)} file name(s): "
@@ -80,7 +87,7 @@ def list_utterances(root: str | os.PathLike, *, speaker_pattern: str | None = No
     if pattern is None and rows:
         log.warning("%s: no speaker_pattern; every speaker is 'unknown', so speaker-independent evaluation "
                     "is impossible", NAME)
-    return frame_of(rows)
+    return frame_of(rows, left_out=left_out)
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:

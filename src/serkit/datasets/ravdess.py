@@ -71,9 +71,11 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
         FileNotFoundError: `root` does not exist.
     """
     folder = existing_dir(root)
+    left_out: list[dict[str, str]] = []
     rows: list[dict] = []
     other = 0
-    for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "03-01-06-01-02-01-12.wav", folder):
+    for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "03-01-06-01-02-01-12.wav", folder,
+                                   left_out=left_out):
         if (found["modality"], found["channel"]) != ("03", "01"):
             other += 1  # song or video files of the same corpus: left out by design
             continue
@@ -89,7 +91,7 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
         )
     if other:
         log.info("%s: left out %d song or video file(s); only audio-only speech (03-01-...) is kept", NAME, other)
-    return frame_of(rows)
+    return frame_of(rows, left_out=left_out)
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:

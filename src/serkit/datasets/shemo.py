@@ -115,6 +115,7 @@ def list_utterances(
     """
     allowed = labels_for(classes)
     folder = existing_dir(root)
+    left_out: list[dict[str, str]] = []
     rows = [
         {
             "utt_id": path.stem,
@@ -123,7 +124,7 @@ def list_utterances(
             "gender": gender_from_letter(found["gender"]),
             "label": EMOTIONS[found["emotion"]],
         }
-        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "F03S02.wav", folder)
+        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "F03S02.wav", folder, left_out=left_out)
     ]
     frame = frame_of(rows)
     if relabel is not None:
@@ -138,7 +139,9 @@ def list_utterances(
     if dropped.any():
         log.info("%s: classes=%d leaves out %d utterance(s) labelled %s",
                  NAME, classes, int(dropped.sum()), sorted(set(frame.loc[dropped, "label"])))
-    return frame[~dropped].reset_index(drop=True)
+    frame = frame[~dropped].reset_index(drop=True)
+    frame.attrs["skipped"] = left_out
+    return frame
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:

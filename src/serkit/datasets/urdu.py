@@ -64,10 +64,11 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
         ValueError: A file's emotion letter disagrees with its folder (all such files listed).
     """
     folder = existing_dir(root)
+    left_out: list[dict[str, str]] = []
     rows: list[dict] = []
     outside: list[Path] = []
     disagree: list[str] = []
-    for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "SM1_F10_A010.wav", folder):
+    for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "SM1_F10_A010.wav", folder, left_out=left_out):
         label = path.parent.name.lower()
         if label not in LABELS:
             outside.append(path)
@@ -85,13 +86,14 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
             }
         )
     folders = ", ".join(label.title() for label in LABELS)
-    warn_skipped(log, NAME, outside, f"are not in an emotion folder ({folders})", folder)
+    warn_skipped(log, NAME, outside, f"are not in an emotion folder ({folders})", folder, left_out=left_out,
+                 reason=f"not in an emotion folder ({folders})")
     if disagree:
         raise ValueError(
             f"{folder}: {len(disagree)} file(s) whose emotion letter disagrees with their folder: "
             f"{shorten(disagree, 20)}"
         )
-    return frame_of(rows)
+    return frame_of(rows, left_out=left_out)
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:

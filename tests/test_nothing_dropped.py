@@ -1,0 +1,221 @@
+"""Nothing dropped silently (issue #12): prepare, predict and extract use every audio-looking file
+or list it with its reason, go on with the rest and exit non-zero; names that are not UTF-8 too."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from serkit import datasets
+from serkit.audio import AudioSpec, load
+from serkit.cli import main
+from serkit.schema import read_manifest
+from tests.audio_factory import voiced
+from tests.encoded_audio import FORMATS, encode, tone
+
+pytest.importorskip("av")
+
+LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 48213\n"
+)
+
+
+def _clip(path: Path, kind: str, seconds: float = 0.6, f0: float = 140.0) -> Path:
+    """Write a voiced clip as WAV or one of the compressed formats (by `kind`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "wav":
+        sf.write(path, voiced(seconds, 16000, f0=f0), 16000)
+        return path
+    codec, container, rate = FORMATS[kind]
+    return encode(path, voiced(seconds, rate, f0=f0), rate, codec, container)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``{happy,sad}/{a.wav,b.m4a,c.webm}`` (the issue's tree) plus every kind of file to account for."""
+    root = tmp_path_factory.mktemp("nothing_dropped") / "corpus"
+    for label, f0 in (("happy", 220.0), ("sad", 110.0)):
+        _clip(root / label / "a.wav", "wav", f0=f0)
+        _clip(root / label / "b.m4a", "m4a", f0=f0)
+        _clip(root / label / "c.webm", "webm", f0=f0)
+    _clip(root / "happy" / "d.mp4", "mp4")
+    (root / "happy" / "e.wav").write_text(LFS_POINTER)  # a clone without `git lfs pull`
+    shutil.copy(root / "happy" / "a.wav", root / "happy" / "take.dat")  # WAV under an unknown extension
+    (root / "happy" / "notes.txt").write_text("recorded on a phone\n")  # not audio-looking: ignored
+    (root / "sad" / "f.m4a").write_text("<html>download failed</html>\n")  # not audio at all
+    _clip(root / "loose.wav", "wav")  # no label folder
+    return root
+
+
+def test_prepare_folder_uses_every_audio_file_and_lists_the_rest(corpus, tmp_path, capsys):
+    out = tmp_path / "manifest.csv"
+    assert main(["prepare", "folder", str(corpus), "-o", str(out)]) == 1
+    manifest = read_manifest(out)
+    assert sorted(manifest["utt_id"]) == [
+        "happy__a", "happy__b", "happy__c", "happy__d", "sad__a", "sad__b", "sad__c",
+    ]
+    assert (manifest["duration"] > 0.55).all() and (manifest["duration"] < 0.7).all()
+    errors = pd.read_csv(tmp_path / "manifest.errors.csv")
+    reasons = {Path(p).relative_to(corpus).as_posix(): r for p, r in zip(errors["path"], errors["reason"])}
+    assert sorted(reasons) == ["happy/e.wav", "happy/take.dat", "loose.wav", "sad/f.m4a"]
+    assert "Git LFS pointer" in reasons["happy/e.wav"] and "git lfs pull" in reasons["happy/e.wav"]
+    assert "unknown extension ('.dat')" in reasons["happy/take.dat"] and "WAV" in reasons["happy/take.dat"]
+    assert "not inside a label folder" in reasons["loose.wav"]
+    assert "not a readable audio file" in reasons["sad/f.m4a"]
+    err = capsys.readouterr().err
+    assert "4 file(s) were left out" in err and "manifest.errors.csv" in err
+
+
+def test_clean_folder_of_compressed_files_prepares_with_exit_0(corpus, tmp_path):
+    root = tmp_path / "clean"
+    for label in ("happy", "sad"):
+        for name in ("a.wav", "b.m4a", "c.webm"):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(corpus / label / name, root / label / name)
+    out = tmp_path / "clean.csv"
+    assert main(["prepare", "folder", str(root), "-o", str(out)]) == 0
+    assert len(read_manifest(out)) == 6
+    assert not (tmp_path / "clean.errors.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SVM on MFCC statistics of 16 voiced clips (two 'emotions' by pitch)."""
+    pytest.importorskip("sklearn")
+    from serkit.features import build_extractor
+    from serkit.models import build_model
+    from serkit.models.io import save_model
+
+    extractor = build_extractor({"kind": "mfcc", "outputs": ["stats"]}, AudioSpec(duration=1.0))
+    extractor.setup(None)
+    X, y, speakers = [], [], []
+    for i in range(16):
+        label = "happy" if i % 2 else "sad"
+        signal = voiced(0.8, 16000, f0=(220.0 if label == "happy" else 110.0) + 3 * i, seed=i)
+        X.append(extractor.extract(load(_wav_bytes(signal), extractor.spec, name="x.wav"), 16000)["stats"])
+        y.append(label)
+        speakers.append(f"spk{i % 4}")
+    svm = build_model("svm", C_grid=[1.0], gamma_grid=["scale"], inner_folds=2, input_kind="stats")
+    svm.fit(np.stack(X), np.array(y), np.array(speakers))
+    dest = tmp_path_factory.mktemp("model") / "svm"
+    return save_model(svm, dest, audio_spec=extractor.spec, features=extractor.identity(),
+                      fingerprint=extractor.fingerprint())
+
+
+def _wav_bytes(signal: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, 16000, format="WAV")
+    return buffer.getvalue()
+
+
+def test_predict_folder_answers_every_file_and_lists_the_rest(corpus, model, capsys):
+    code = main(["predict", str(model), str(corpus / "happy"), "--format", "json", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    rows = json.loads(captured.out)
+    rows = rows["predictions"] if isinstance(rows, dict) else rows
+    by_name = {Path(r["source"]).name: r for r in rows}
+    assert sorted(by_name) == ["a.wav", "b.m4a", "c.webm", "d.mp4", "e.wav"]
+    for name in ("a.wav", "b.m4a", "c.webm", "d.mp4"):
+        assert by_name[name]["label"] in ("happy", "sad") and not by_name[name]["error"], by_name[name]
+    assert "git lfs pull" in by_name["e.wav"]["error"]
+    assert "take.dat: unknown extension ('.dat')" in captured.err
+    assert "notes.txt" not in captured.err
+
+
+def test_predict_clean_folder_of_phone_and_browser_recordings_exits_0(corpus, model, tmp_path, capsys):
+    root = tmp_path / "recordings"
+    root.mkdir()
+    for name in ("a.wav", "b.m4a", "c.webm"):
+        shutil.copy(corpus / "sad" / name, root / name)
+    assert main(["predict", str(model), str(root), "--format", "csv", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4  # header + one row per file
+
+
+def test_extract_lists_what_it_cannot_read_and_exits_1(corpus, tmp_path, capsys):
+    manifest = pd.DataFrame({
+        "utt_id": ["memo", "browser", "pointer"],
+        "path": [str(corpus / "happy" / "b.m4a"), str(corpus / "happy" / "c.webm"), str(corpus / "happy" / "e.wav")],
+        "speaker": ["s1", "s1", "s2"], "gender": "unknown", "label": ["happy", "happy", "sad"],
+        "corpus": "mine", "duration": [0.6, 0.6, 0.6],
+    })
+    listing = tmp_path / "manifest.csv"
+    manifest.to_csv(listing, index=False)
+    code = main(["extract", str(listing), "-f", "mfcc", "--cache", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 utterance(s) failed" in err and "pointer" in err and "git lfs pull" in err
+    errors = pd.read_csv(next((tmp_path / "cache").rglob("errors.csv")))
+    assert errors["utt_id"].tolist() == ["pointer"]
+
+
+# --------------------------------------------------------------------------------------------
+# File names that are not UTF-8 (a Windows zip unpacked on Linux)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def latin1_corpus(corpus, tmp_path) -> Path:
+    root = tmp_path / "latin1"
+    raw = os.fsencode(root)
+    for label in ("happy", "sad"):
+        (root / label).mkdir(parents=True)
+        shutil.copy(corpus / label / "a.wav", root / label / "a.wav")
+    shutil.copy(corpus / "happy" / "b.m4a", os.path.join(raw, b"happy", b"caf\xe9.m4a"))
+    os.mkdir(os.path.join(raw, b"s\xe4d"))
+    shutil.copy(corpus / "sad" / "a.wav", os.path.join(raw, b"s\xe4d", b"b.wav"))
+    return root
+
+
+def test_prepare_lists_names_a_utf8_manifest_cannot_hold_and_goes_on(latin1_corpus, tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    assert main(["prepare", "folder", str(latin1_corpus), "-o", str(out)]) == 1
+    assert sorted(read_manifest(out)["utt_id"]) == ["happy__a", "sad__a"]
+    errors = pd.read_csv(tmp_path / "m.errors.csv", encoding="utf-8")
+    reasons = dict(zip(errors["path"], errors["reason"]))
+    assert sorted(Path(p).name for p in reasons) == ["b.wav", "caf\\xe9.m4a"]
+    for reason in reasons.values():
+        assert "not valid UTF-8" in reason and "rename" in reason
+    assert "caf\\xe9.m4a" in capsys.readouterr().err
+
+
+def test_predict_reads_names_that_are_not_utf8(latin1_corpus, model, capsys):
+    code = main(["predict", str(model), str(latin1_corpus), "--format", "json", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "caf\\\\xe9.m4a" in out or "caf\\xe9.m4a" in out
+    rows = json.loads(out)
+    rows = rows["predictions"] if isinstance(rows, dict) else rows
+    assert len(rows) == 4 and all(r["label"] in ("happy", "sad") for r in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Real corpora as released: TESS's OA_ file
+# --------------------------------------------------------------------------------------------
+
+
+def test_tess_file_misnamed_in_the_release_takes_speaker_and_label_from_its_folder(tmp_path, caplog):
+    for relative in ("OAF_neutral/OAF_back_neutral.wav", "OAF_neutral/OA_bite_neutral.wav",
+                     "YAF_angry/YAF_back_angry.wav", "YAF_angry/notes_copy.wav"):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(0.3, 16000), 16000)
+    with caplog.at_level(logging.WARNING, logger="serkit"):
+        manifest = datasets.prepare("tess", tmp_path)
+    row = manifest.set_index("utt_id").loc["OA_bite_neutral"]
+    assert (row["speaker"], row["label"]) == ("OAF", "neutral")
+    assert "taken from their folder: OAF_neutral/OA_bite_neutral.wav" in caplog.text
+    assert [Path(i["path"]).name for i in manifest.attrs["skipped"]] == ["notes_copy.wav"]
+    assert "gives its label" in manifest.attrs["skipped"][0]["reason"]
