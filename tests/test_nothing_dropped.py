@@ -219,3 +219,47 @@ def test_tess_file_misnamed_in_the_release_takes_speaker_and_label_from_its_fold
     assert "taken from their folder: OAF_neutral/OA_bite_neutral.wav" in caplog.text
     assert [Path(i["path"]).name for i in manifest.attrs["skipped"]] == ["notes_copy.wav"]
     assert "gives its label" in manifest.attrs["skipped"][0]["reason"]
+
+
+# --------------------------------------------------------------------------------------------
+# serkit run: what the run could not use is listed and the exit status says so
+# --------------------------------------------------------------------------------------------
+
+RUN_RECIPE = """
+name = "small"
+[corpus]
+name = "csv"
+root = "{root}/corpus/metadata.csv"
+[features]
+kind = "mfcc"
+[model]
+name = "svm"
+params = {{ input_kind = "stats", C_grid = [1.0], gamma_grid = ["scale"], inner_folds = 2 }}
+[protocol]
+name = "speaker_kfold"
+options = {{ n_folds = 2 }}
+[run]
+output = "{root}/runs"
+cache = "{root}/cache"
+bootstrap = 50
+report = false
+final_model = false
+"""
+
+
+def test_run_lists_files_it_left_out_and_exits_1(tmp_path, capsys):
+    from serkit.synth import write_corpus
+
+    listing = write_corpus(tmp_path / "corpus", speakers=4, per_emotion=2, seed=1, voice="source-filter")
+    (tmp_path / "corpus" / "pointer.wav").write_text(LFS_POINTER)
+    meta = pd.read_csv(listing)
+    extra = meta.iloc[[0]].assign(path="pointer.wav", **({"utt_id": "pointer"} if "utt_id" in meta else {}))
+    pd.concat([meta, extra], ignore_index=True).to_csv(listing, index=False)
+    recipe = tmp_path / "small.toml"
+    recipe.write_text(RUN_RECIPE.format(root=tmp_path))
+    assert main(["run", str(recipe), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "1 file(s) were left out of small" in err and "git lfs pull" in err
+    left_out = pd.read_csv(tmp_path / "runs" / "small" / "left_out.csv")
+    assert [Path(p).name for p in left_out["path"]] == ["pointer.wav"]
+    assert "Git LFS pointer" in left_out["reason"][0]

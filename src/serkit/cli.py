@@ -167,7 +167,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for result in results:
         report = result.run_dir / "report" / "report.md"
         print(f"run: {result.run_dir}" + (f"   report: {report}" if report.exists() else ""))
-    return 0
+    incomplete = [r for r in results if r.left_out]
+    for result in incomplete:
+        print(f"{len(result.left_out)} file(s) were left out of {result.run_dir.name}, e.g. "
+              f"{result.left_out[0]['path']}: {result.left_out[0]['reason']}; all in {result.run_dir / 'left_out.csv'}",
+              file=sys.stderr)
+    return 1 if incomplete else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

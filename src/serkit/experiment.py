@@ -31,7 +31,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,15 @@ class RecipeError(ValueError):
 
 @dataclass
 class RunResult:
-    """Where a run went and its headline numbers."""
+    """Where a run went and its headline numbers.
+
+    ``left_out`` lists the files the run did not use (unreadable at prepare time, failed
+    feature extraction), as ``{"path", "reason"}``; they are also in ``left_out.csv``.
+    """
 
     run_dir: Path
     metrics: dict[str, Any]
+    left_out: list[dict[str, str]] = field(default_factory=list)
 
 
 # --- recipes ------------------------------------------------------------------------------
@@ -231,10 +236,13 @@ def prepare_manifest(config: dict[str, Any]) -> pd.DataFrame:
 
     corpora = config.get("corpora") or [config.get("corpus", {})]
     frames = [_prepare_one(config, c) for c in corpora]
+    left_out = [item for frame in frames for item in frame.attrs.get("skipped", [])]
     manifest = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if manifest.empty:
         raise RecipeError("the corpus has no utterances left after label selection")
-    return validate_manifest(manifest)
+    manifest = validate_manifest(manifest)
+    manifest.attrs["skipped"] = left_out  # files the adapters left out, with their reasons
+    return manifest
 
 
 def build_run_extractor(config: dict[str, Any]):
@@ -428,6 +436,7 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
     run_dir = _run_dir(config)
     _claim_run_dir(run_dir, config)
     manifest = prepare_manifest(config)
+    left_out = list(manifest.attrs.get("skipped", []))
     _write_config(run_dir, config, manifest)
     write_manifest(manifest, run_dir / "manifest.csv")
 
@@ -448,6 +457,7 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
     if extraction.failed:
         bad = {f["utt_id"] for f in extraction.failed}
         log.warning("%d utterance(s) failed feature extraction and are left out: %s", len(bad), sorted(bad)[:5])
+        left_out += [{"path": f["path"], "reason": f["reason"]} for f in extraction.failed]
         manifest = manifest[~manifest["utt_id"].isin(bad)].reset_index(drop=True)
         folds = folds[~folds["utt_id"].isin(bad)].reset_index(drop=True)
         write_manifest(manifest, run_dir / "manifest.csv")
@@ -497,7 +507,9 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
         from serkit.report import write_report
 
         write_report(run_dir)
-    return RunResult(run_dir, metrics)
+    if left_out:
+        _write_csv(pd.DataFrame(left_out, columns=["path", "reason"]), run_dir / "left_out.csv")
+    return RunResult(run_dir, metrics, left_out)
 
 
 def _final_model(config, table: FeatureTable, manifest, extractor, run_dir: Path, metrics: dict) -> Path:
