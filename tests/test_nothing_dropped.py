@@ -263,3 +263,12 @@ def test_run_lists_files_it_left_out_and_exits_1(tmp_path, capsys):
     left_out = pd.read_csv(tmp_path / "runs" / "small" / "left_out.csv")
     assert [Path(p).name for p in left_out["path"]] == ["pointer.wav"]
     assert "Git LFS pointer" in left_out["reason"][0]
+
+
+def test_predict_max_duration_is_a_setting(corpus, model, tmp_path, capsys):
+    path = _clip(tmp_path / "long.m4a", "m4a", seconds=3.0)
+    assert main(["predict", str(model), str(path), "--format", "json", "--max-duration", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "long.m4a: too long: decoding passed the maximum of 2 s" in captured.err
+    assert main(["predict", str(model), str(path), "--format", "json", "--max-duration", "10"]) == 0
+    assert main(["predict", str(model), str(path), "--max-duration", "0"]) == 2

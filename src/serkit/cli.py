@@ -235,7 +235,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         _report_left_out(left_out)
         return 1
+    if args.max_duration is not None and not args.max_duration > 0:
+        raise CommandError("--max-duration must be positive")
     predictor = Predictor.load(args.model, backend=args.backend, window=args.window, hop=args.hop)
+    if args.max_duration is not None:  # the reading limit only: the features' own spec is unchanged
+        import dataclasses
+
+        spec = predictor.audio_spec
+        predictor.audio_spec = dataclasses.replace(
+            spec, max_duration=args.max_duration, min_duration=min(spec.min_duration, args.max_duration / 2)
+        )
     progress = len(files) >= 8 and not args.no_progress and sys.stderr.isatty()
     predictions = predictor.predict_files(files, segments=args.segments, progress=progress)
     for prediction in predictions:  # names that are not UTF-8 (surrogate escapes) shown as \xe9
@@ -373,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", action="store_true", help="also predict every window of each recording")
     p.add_argument("--window", type=float, default=7.0, metavar="S", help="window length in seconds for long recordings")
     p.add_argument("--hop", type=float, default=3.5, metavar="S", help="step between windows in seconds")
+    p.add_argument("--max-duration", type=float, default=None, metavar="S",
+                   help="longest recording read, in seconds (default: the model's, 3600); decoding stops there "
+                   "and the file is reported as too long")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the saved model (torch) or its ONNX export (see `serkit export`)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the predictions here instead of stdout")
