@@ -338,7 +338,7 @@ def test_prediction_to_dict_is_json(predictors, corpus):
     _, meta = corpus
     prediction = predictors["svm"].predict_file(meta["file"][0], segments=True)
     data = json.loads(json.dumps(prediction.to_dict()))
-    assert set(data) == {"source", "label", "probabilities", "duration", "segments", "error"}
+    assert set(data) == {"source", "label", "probabilities", "duration", "segments", "error", "warnings"}
     assert data["segments"][0]["label"] == prediction.segments[0].label
     assert Prediction.failed("x", "boom").to_dict()["error"] == "boom"
 
@@ -481,7 +481,7 @@ def test_cli_predict_csv_with_segments(models, corpus, capsys):
     assert main(["predict", str(models["cnn"]), path, "--format", "csv", "--segments", "--window", "1", "--hop", "0.5"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     labels = load_model(models["cnn"]).labels
-    assert list(rows[0]) == ["source", "segment", "start", "end", "label", *[f"prob_{l}" for l in labels], "error"]
+    assert list(rows[0]) == ["source", "segment", "start", "end", "label", *[f"prob_{l}" for l in labels], "error", "warnings"]
     assert rows[0]["segment"] == "" and rows[0]["source"] == path
     segments = rows[1:]
     assert [int(r["segment"]) for r in segments] == list(range(1, len(segments) + 1))

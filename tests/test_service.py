@@ -355,6 +355,45 @@ def test_422_bad_audio(client, clips, trained, body, reason: str) -> None:
     assert response.status_code == 422 and response.json()["detail"].startswith("bad.wav:")
 
 
+def _quality_clips(clips: dict[str, bytes]) -> dict[str, bytes]:
+    """WAV bytes of a voice made near-silent (-75 dBFS) or clipped (12 dB past full scale), all-zero audio, one sample."""
+    from serkit.quality import measure
+
+    voice, rate = sf.read(io.BytesIO(clips["angry"]), dtype="float32")
+    level = measure(voice).rms_dbfs
+    return {
+        "quiet": _encode(voice * 10 ** ((-75 - level) / 20), rate, "WAV", "PCM_16"),
+        "clipped": _encode(np.clip(voice * 10 ** ((9 - level) / 20), -1, 1), rate, "WAV", "PCM_16"),
+        "silent": _encode(np.zeros(3 * rate, np.float32), rate, "WAV", "PCM_16"),
+        "one_sample": _encode(np.full(1, 0.25, np.float32), rate, "WAV", "PCM_16"),
+    }
+
+
+def test_quality_warnings_travel_with_the_prediction(client, predictor, clips) -> None:
+    made = _quality_clips(clips)
+    assert client.post("/predict", files={"file": ("a.wav", clips["angry"], "audio/wav")}).json()["warnings"] == []
+    for name, code, words in (("quiet", "near_silent", "almost no sound"), ("clipped", "clipped", "clipped:")):
+        response = client.post("/predict", files={"file": (f"{name}.wav", made[name], "audio/wav")})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["label"] in predictor.labels and [w["code"] for w in body["warnings"]] == [code]
+        assert body["warnings"][0]["message"].startswith(words)
+        _same_prediction(body, predictor.predict_file(made[name]), source=f"{name}.wav")
+
+
+def test_422_for_silent_and_too_short_audio(client, clips) -> None:
+    made = _quality_clips(clips)
+    for name, code, reason in (
+        ("silent", "silent", "no sound in this recording (every sample is zero): check the microphone"),
+        ("one_sample", "too_short", "too short to analyse: 0.000 s (1 sample) of audio, this model needs at least 0.060 s"),
+    ):
+        response = client.post("/predict", files={"file": (f"{name}.wav", made[name], "audio/wav")})
+        assert response.status_code == 422, response.text
+        assert response.json() == {"detail": f"{name}.wav: {reason}", "code": code}
+        raw = client.post("/predict", content=made[name], headers={"Content-Type": "audio/wav"})
+        assert raw.status_code == 422 and raw.json()["detail"].startswith("upload: ")
+
+
 def test_422_multipart_without_file_and_400_malformed(client, clips) -> None:
     response = client.post("/predict", files={"audio": ("x.wav", clips["angry"], "audio/wav")})
     assert response.status_code == 422 and "'file'" in response.json()["detail"]
@@ -590,9 +629,12 @@ def test_cli_serve(trained, predictor, clips) -> None:
 # --------------------------------------------------------------------------- the web page
 
 
-@pytest.fixture()
-def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium through chromedriver; skipped when either is not installed."""
+@contextlib.contextmanager
+def chromium(tmp_path: Path, microphone: Path | None = None) -> Iterator[Any]:
+    """Headless Chromium through chromedriver; skipped when either is not installed.
+
+    Its fake microphone needs no permission prompt and plays a beep, or the WAV `microphone`.
+    """
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("chromium / chromium-driver not installed (scripts/install-system-deps.sh installs them)")
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -604,8 +646,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=900,1100",
-        # A fake microphone (a beep) that needs no permission prompt, for the recorder.
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        *([f"--use-file-for-fake-audio-capture={microphone}"] if microphone is not None else []),
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -614,6 +656,13 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium whose fake microphone plays a beep."""
+    with chromium(tmp_path) as driver:
+        yield driver
 
 
 def _wait(driver: Any, condition: Any, timeout: float = 30) -> Any:
@@ -694,3 +743,54 @@ def test_web_page_in_headless_chromium(browser, url, predictor, clips, tmp_path:
     seconds = float(summary.split("·")[1].strip().split()[0])
     assert 1.0 <= seconds <= 6.0
     driver.save_screenshot(str(tmp_path / "recording.png"))
+
+
+def test_web_page_shows_quality_warnings_and_refusals(url, predictor, clips, tmp_path: Path) -> None:
+    """A near-silent microphone: the label with the warning beside it; a silent file or microphone: the refusal."""
+    from selenium.webdriver.common.by import By
+
+    made = _quality_clips(clips)
+    quiet = tmp_path / "quiet-microphone.wav"  # what the fake microphone plays, over and over
+    quiet.write_bytes(made["quiet"])
+    silent = tmp_path / "muted.wav"
+    silent.write_bytes(made["silent"])
+    with chromium(tmp_path, microphone=quiet) as driver:
+        driver.get(url + "/")
+        _wait(driver, lambda d: d.find_element(By.ID, "model").text == "model")
+        assert not driver.find_element(By.ID, "warnings").is_displayed()
+
+        driver.find_element(By.ID, "record").click()
+        _wait(driver, lambda d: "Stop" in d.find_element(By.ID, "record").text)
+        time.sleep(2)
+        driver.find_element(By.ID, "record").click()
+        _wait(driver, lambda d: _shown_label(d) in predictor.labels)
+        shown = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#warnings li"))
+        assert [w.get_attribute("data-code") for w in shown] == ["near_silent"]
+        assert shown[0].text.startswith("almost no sound") and "microphone" in shown[0].text
+        # beside the label: in the verdict, right under the label and its probability
+        assert shown[0].find_element(By.XPATH, "ancestor::div[@class='verdict']").is_displayed()
+        assert "recording.wav" in driver.find_element(By.ID, "summary").text
+        driver.save_screenshot(str(tmp_path / "near-silent.png"))
+
+        # A muted microphone's file: refused with the reason, and the earlier label is gone.
+        driver.find_element(By.ID, "file").send_keys(str(silent))
+        driver.find_element(By.ID, "submit").click()
+        _wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
+        error = driver.find_element(By.ID, "error").text
+        assert error == "422: muted.wav: no sound in this recording (every sample is zero): check the microphone"
+        assert not driver.find_element(By.ID, "result").is_displayed()
+        driver.save_screenshot(str(tmp_path / "silent.png"))
+
+    # A microphone that records zeros (muted): the recording is refused with the same reason.
+    with chromium(tmp_path / "muted", microphone=silent) as driver:
+        driver.get(url + "/")
+        _wait(driver, lambda d: d.find_element(By.ID, "model").text == "model")
+        driver.find_element(By.ID, "record").click()
+        _wait(driver, lambda d: "Stop" in d.find_element(By.ID, "record").text)
+        time.sleep(1)
+        driver.find_element(By.ID, "record").click()
+        _wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
+        assert driver.find_element(By.ID, "error").text == (
+            "422: recording.wav: no sound in this recording (every sample is zero): check the microphone"
+        )
+        assert not driver.find_element(By.ID, "result").is_displayed()

@@ -12,6 +12,12 @@ is full length), and each window is brought to the extractor's spec (padded or c
 would be. Every window gets a label and probabilities; the recording's probabilities are the
 mean over its windows and its label their argmax.
 
+Quality. Every input is checked by `serkit.quality.check` before preprocessing: an all-zero
+signal or one shorter than the model's minimum (`Predictor.min_duration`) is refused (an
+`serkit.quality.AudioQualityError` naming the input; in batch calls a `Prediction` with
+``error`` set and the refusal's code in ``warnings``); near-silence, clipping and short audio
+are returned as ``Prediction.warnings`` beside the label.
+
 Batching. `Predictor.predict_signals` and `Predictor.predict_files` run the clips (or windows)
 of several inputs through one ``extract_batch`` and one classifier call per ``batch_size``
 clips; an input that cannot be decoded or featurised gets a `Prediction` with ``error`` set and
@@ -22,6 +28,7 @@ shared by threads (a web service batching concurrent requests).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -38,6 +45,7 @@ import numpy as np
 from serkit.audio import AudioError, AudioSpec, fix_length, preprocess, read
 from serkit.features.base import Extractor, build_extractor, exports_onnx_encoder
 from serkit.models.io import ModelFormatError
+from serkit.quality import QualityWarning, check, model_min_duration
 
 __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_predictions", "segment_bounds"]
 
@@ -87,6 +95,9 @@ class Prediction:
         duration: Length of the decoded recording in seconds (0 when it could not be read).
         segments: Per-window predictions when the recording was windowed, else None.
         error: Why this input could not be predicted, else None.
+        warnings: Quality findings (`serkit.quality`: ``near_silent``, ``clipped``, ``short``)
+            that make the label less trustworthy; for a refused input, the refusal (``silent``,
+            ``too_short``) first. Empty for a clean recording.
     """
 
     source: str
@@ -95,9 +106,10 @@ class Prediction:
     duration: float
     segments: list[Segment] | None = None
     error: str | None = None
+    warnings: list[QualityWarning] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON (segments as dicts)."""
+        """Plain dict for JSON (segments and warnings as dicts)."""
         return {
             "source": self.source,
             "label": self.label,
@@ -105,12 +117,15 @@ class Prediction:
             "duration": self.duration,
             "segments": None if self.segments is None else [s.to_dict() for s in self.segments],
             "error": self.error,
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
     @classmethod
-    def failed(cls, source: str, error: str, duration: float = 0.0) -> "Prediction":
-        """A prediction that records an error instead of a label."""
-        return cls(source=source, label=None, probabilities={}, duration=duration, error=error)
+    def failed(
+        cls, source: str, error: str, duration: float = 0.0, warnings: Sequence[QualityWarning] = ()
+    ) -> "Prediction":
+        """A prediction that records an error (and any quality findings) instead of a label."""
+        return cls(source=source, label=None, probabilities={}, duration=duration, error=error, warnings=list(warnings))
 
 
 def segment_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -145,6 +160,7 @@ class _Prepared:
     windows: list[tuple[float, float]]
     clips: list[np.ndarray]
     segmented: bool
+    warnings: list[QualityWarning] = field(default_factory=list)  # serkit.quality findings
 
 
 @dataclass
@@ -344,6 +360,12 @@ class Predictor:
 
     # ----------------------------------------------------------------- public API
 
+    @functools.cached_property
+    def min_duration(self) -> float:
+        """The shortest recording this model accepts, in seconds (`serkit.quality.model_min_duration`)."""
+        with self._lock:  # openSMILE measures its window with the extractor's own pipeline
+            return model_min_duration(self.extractor)
+
     def predict_signal(
         self, signal: np.ndarray, sampling_rate: int, *, segments: bool = False, name: str = "<signal>"
     ) -> Prediction:
@@ -360,10 +382,15 @@ class Predictor:
 
         Raises:
             AudioError: NaN/Inf samples, empty, too short or too long for the spec.
-            ValueError: The extractor or classifier rejected the clip.
+            serkit.quality.AudioQualityError: (an AudioError) every sample is zero, or the
+                signal is shorter than `min_duration`; ``code`` says which.
+            ValueError: The extractor or classifier rejected the clip (the message names it).
         """
         prepared = self._prepare(signal, sampling_rate, name, segments)
-        return self._predict_prepared([prepared])[0]
+        try:
+            return self._predict_prepared([prepared])[0]
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
 
     def predict_file(
         self, source: Source, *, segments: bool = False, name: str | None = None
@@ -444,7 +471,7 @@ class Predictor:
             try:
                 items.append(self._prepare(signal, sampling_rate, name, segments))
             except AudioError as exc:
-                items.append(Prediction.failed(name, str(exc)))
+                items.append(_refused(name, exc))
         return self._predict_items(items)
 
     # ----------------------------------------------------------------- preparation
@@ -459,10 +486,11 @@ class Predictor:
             signal, sampling_rate = self._read(path, str(path))
             return self._prepare(signal, sampling_rate, str(path), segments)
         except AudioError as exc:
-            return Prediction.failed(str(path), str(exc))
+            return _refused(str(path), exc)
 
     def _prepare(self, signal: np.ndarray, sampling_rate: int, name: str, segments: bool) -> _Prepared:
-        """Resample once at native length, cut the windows, fit each to the extractor's spec."""
+        """Check quality, resample once at native length, cut the windows, fit each to the extractor's spec."""
+        found = check(signal, int(sampling_rate), min_duration=self.min_duration, name=name)
         spec = self.audio_spec
         native = preprocess(signal, int(sampling_rate), dataclasses.replace(spec, duration=None), name=name)
         rate = spec.sampling_rate
@@ -475,7 +503,7 @@ class Predictor:
             bounds = [(0, native.size)]
         clips = [self._fit(native[start:end]) for start, end in bounds]
         windows = [(start / rate, end / rate) for start, end in bounds]
-        return _Prepared(name=name, duration=duration, windows=windows, clips=clips, segmented=segmented)
+        return _Prepared(name=name, duration=duration, windows=windows, clips=clips, segmented=segmented, warnings=found)
 
     def _fit(self, clip: np.ndarray) -> np.ndarray:
         """Pad or cut a window to the extractor's fixed duration (when it has one)."""
@@ -504,7 +532,7 @@ class Predictor:
         try:
             return self._predict_prepared([item])[0]
         except ValueError as exc:
-            return Prediction.failed(item.name, str(exc), duration=item.duration)
+            return Prediction.failed(item.name, f"{item.name}: {exc}", duration=item.duration, warnings=item.warnings)
 
     def _predict_prepared(self, prepared: list[_Prepared]) -> list[Prediction]:
         """Run every clip of every item through the extractor and classifier, then regroup."""
@@ -565,6 +593,7 @@ class Predictor:
             probabilities=self._named(overall),
             duration=round(item.duration, 6),
             segments=segments,
+            warnings=list(item.warnings),
         )
 
     def _named(self, row: np.ndarray) -> dict[str, float]:
@@ -590,6 +619,11 @@ def _check_settings(backend: str, window: float, hop: float, batch_size: int) ->
 
 def _samples(seconds: float, rate: int) -> int:
     return max(1, int(round(seconds * rate)))
+
+
+def _refused(name: str, exc: AudioError) -> Prediction:
+    """The failed prediction of an input that could not be read or was refused for its quality."""
+    return Prediction.failed(name, str(exc), warnings=getattr(exc, "warnings", ()))
 
 
 def _source_name(source: Source, name: str | None) -> str:
@@ -676,6 +710,10 @@ def format_predictions(
         fmt: ``"table"``, ``"json"`` or ``"csv"``.
         segments: Table and CSV: add one row per window under each windowed recording.
             JSON always carries the segments a prediction has.
+
+    Quality warnings: JSON lists them per prediction (``warnings``: code and message); CSV
+    has a ``warnings`` column of codes joined by ``;``; the table prints each message on a
+    line of its own under the prediction.
         info: JSON only: extra top-level facts (model folder, backend).
 
     Returns:
@@ -698,11 +736,11 @@ def _flat_rows(predictions: Sequence[Prediction], labels: Sequence[str], segment
     rows = []
     for p in predictions:
         rows.append({"source": p.source, "segment": "", "start": 0.0, "end": p.duration, "label": p.label or "",
-                     "probabilities": p.probabilities, "error": p.error or ""})
+                     "probabilities": p.probabilities, "error": p.error or "", "warnings": p.warnings})
         if segments and p.segments:
             for number, s in enumerate(p.segments, 1):
                 rows.append({"source": p.source, "segment": number, "start": s.start, "end": s.end, "label": s.label,
-                             "probabilities": s.probabilities, "error": ""})
+                             "probabilities": s.probabilities, "error": "", "warnings": []})
     return rows
 
 
@@ -712,11 +750,11 @@ def _csv_text(rows: list[dict[str, Any]], labels: Sequence[str]) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["source", "segment", "start", "end", "label", *[f"prob_{label}" for label in labels], "error"])
+    writer.writerow(["source", "segment", "start", "end", "label", *[f"prob_{label}" for label in labels], "error", "warnings"])
     for row in rows:
         probabilities = [f"{row['probabilities'][label]:.6f}" if label in row["probabilities"] else "" for label in labels]
         writer.writerow([row["source"], row["segment"], f"{row['start']:.3f}", f"{row['end']:.3f}", row["label"],
-                         *probabilities, row["error"]])
+                         *probabilities, row["error"], ";".join(w.code for w in row["warnings"])])
     return buffer.getvalue()
 
 
@@ -733,4 +771,5 @@ def _table_text(rows: list[dict[str, Any]], labels: Sequence[str]) -> str:
             continue
         values = "  ".join(f"{row['probabilities'][l]:>{w}.3f}" for l, w in zip(labels, columns))
         lines.append(f"{name:<{width}}  {row['label']:<{label_width}}  {values}")
+        lines.extend(f"  warning ({w.code}): {w.message}" for w in row["warnings"])
     return "\n".join(lines) + "\n"

@@ -7,12 +7,15 @@ only: decoding is `serkit.audio.read`'s and prediction the Predictor's.
 Endpoints:
     ``POST /predict``: the audio as a multipart upload (field ``file``) or as the raw request
         body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline.
-        Returns `Prediction.to_dict()`. Errors, as ``{"detail": message}``: 400 malformed
-        multipart or Content-Length, 408 upload slower than ``read_timeout_s``, 413 body over
-        the limit (checked from Content-Length and while reading), 415 unsupported
-        Content-Type, 422 audio that cannot be used, 503 queue full or too many uploads in
-        progress (with Retry-After). An error answered before the body was read closes the
-        connection.
+        Returns `Prediction.to_dict()`, whose ``warnings`` list the quality findings
+        (`serkit.quality`: ``near_silent``, ``clipped``, ``short``, each a code and a message).
+        Errors, as ``{"detail": message}``: 400 malformed multipart or Content-Length, 408
+        upload slower than ``read_timeout_s``, 413 body over the limit (checked from
+        Content-Length and while reading), 415 unsupported Content-Type, 422 audio that cannot
+        be used (with ``"code"`` too when refused for its content: ``silent``, all samples
+        zero, or ``too_short``, shorter than the model's minimum), 503 queue full or too many
+        uploads in progress (with Retry-After). An error answered before the body was read
+        closes the connection.
     ``GET /health``, ``GET /labels``: model name, labels and limits.
     ``GET /``: a self-contained page (inline CSS and JS) to upload or record audio.
 
@@ -88,11 +91,12 @@ _PATHS = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}[\\/]?")
 class _HTTPFailure(Exception):
     """A request that ends with an error status; turned into ``{"detail": ...}``."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, code: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = dict(headers or {})
+        self.code = code  # a machine code for the body (quality refusals), or None
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -329,9 +333,10 @@ class _Job:
 
 @dataclass
 class _Rejected:
-    """A job whose audio could not be used: the reason, for a 422."""
+    """A job whose audio could not be used: the reason (and a quality refusal's code), for a 422."""
 
     reason: str
+    code: str | None = None
 
 
 class _Batcher:
@@ -436,7 +441,7 @@ class _Batcher:
                 return [_HTTPFailure(500, "prediction failed; see the server log")]
             logger.warning("batch of %d failed; predicting its requests one by one", len(members), exc_info=True)
             return [out for member in members for out in self._predict_group([member], segmented, batch)]
-        return [_Rejected(p.error) if p.error else p for p in predictions]
+        return [_Rejected(p.error, _refusal_code(p)) if p.error else p for p in predictions]
 
     def _infer(self, batch: list[_Job]) -> list["Prediction | _Rejected"]:
         """Decode each job, then one `predict_signals` call per segments setting (thread pool)."""
@@ -456,6 +461,11 @@ class _Batcher:
                 outcomes[i] = outcome
         logger.debug("batch of %d in %.1f ms", len(batch), 1000 * (time.perf_counter() - started))
         return outcomes
+
+
+def _refusal_code(prediction: "Prediction") -> str | None:
+    """The code of the quality finding that refused a prediction (`serkit.quality`), if one did."""
+    return next((w.code for w in prediction.warnings if w.refusal), None)
 
 
 # --------------------------------------------------------------------------- app
@@ -566,7 +576,8 @@ def create_app(
 
     @app.exception_handler(_HTTPFailure)
     async def _failure(request: Request, exc: _HTTPFailure) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        body = {"detail": exc.detail} if exc.code is None else {"detail": exc.detail, "code": exc.code}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     app.add_middleware(_NoSniff)
 
@@ -607,7 +618,7 @@ def create_app(
         request.app.state.batcher.submit(job)
         outcome = await job.future
         if isinstance(outcome, _Rejected):
-            raise _HTTPFailure(422, _scrub(outcome.reason))
+            raise _HTTPFailure(422, _scrub(outcome.reason), code=outcome.code)
         return JSONResponse(outcome.to_dict())  # already plain JSON types: no model validation
 
     return app
@@ -701,6 +712,9 @@ PAGE = r"""<!doctype html>
   #label { font-size: 30px; font-weight: 700; text-transform: capitalize; }
   #label .chip { display: inline-block; width: 14px; height: 14px; border-radius: 4px; margin-right: 8px; vertical-align: 3px; }
   #summary { color: var(--muted); }
+  #warnings { flex-basis: 100%; list-style: none; margin: 2px 0 0; padding: 0; display: grid; gap: 6px; }
+  #warnings li { padding: 7px 11px; border-radius: 8px; background: #fffaeb; color: #93370d; border: 1px solid #fedf89; }
+  #warnings li::before { content: "\26A0\FE0F  "; }
   #bars { margin-top: 14px; display: grid; gap: 7px; }
   .bar { display: grid; grid-template-columns: 92px 1fr 52px; gap: 10px; align-items: center; }
   .bar .name { text-transform: capitalize; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
@@ -747,7 +761,7 @@ PAGE = r"""<!doctype html>
 
   <section id="result" class="card" hidden>
     <h2>Prediction</h2>
-    <div class="verdict"><div id="label"></div><div id="summary"></div></div>
+    <div class="verdict"><div id="label"></div><div id="summary"></div><ul id="warnings" aria-label="quality warnings" hidden></ul></div>
     <div id="bars"></div>
   </section>
 
@@ -825,6 +839,8 @@ $("submit").addEventListener("click", async () => {
     render(body);
     setStatus(`Done in ${Math.round(performance.now() - t0)} ms.`);
   } catch (err) {
+    // an earlier prediction must not stand beside this error as if it were the answer
+    $("result").hidden = true; $("timeline-card").hidden = true;
     setStatus(""); showError(String(err.message || err));
   } finally { state.busy = false; refresh(); }
 });
@@ -838,6 +854,15 @@ function render(p) {
   label.dataset.label = p.label;
   const top = p.probabilities[p.label] || 0;
   $("summary").textContent = `${percent(top)} · ${seconds(p.duration)} · ${p.source}`;
+  // quality warnings (silence, clipping, short audio) beside the label: how far to trust it
+  const warnings = $("warnings");
+  warnings.replaceChildren();
+  for (const w of p.warnings || []) {
+    const item = document.createElement("li");
+    item.dataset.code = w.code; item.textContent = w.message;
+    warnings.append(item);
+  }
+  warnings.hidden = !warnings.children.length;
   const bars = $("bars");
   bars.replaceChildren();
   const order = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);

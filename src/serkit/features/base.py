@@ -75,6 +75,15 @@ class Extractor(ABC):
         keep a derived file (such as an ONNX export) keep it under `workdir`.
         """
 
+    def min_samples(self) -> int:
+        """The shortest signal, in samples at ``spec.sampling_rate``, whose own audio fills one frame.
+
+        Shorter signals give features of padding only, or none; `serkit.quality` refuses them
+        before prediction. The default, 1, suits extractors that pad their frames (log-mel,
+        MFCC); openSMILE and the pretrained encoders override it.
+        """
+        return 1
+
     def extract_batch(self, signals: list[np.ndarray], sampling_rate: int) -> list[dict[str, np.ndarray]]:
         """Features of several signals; the default runs them one by one."""
         return [self.extract(s, sampling_rate) for s in signals]

@@ -215,6 +215,30 @@ class EncoderExtractor(Extractor):
         """The rows of `hidden` that ``frame_layers`` names (hidden-state indices)."""
         return hidden[list(self.config.frame_layers)]
 
+    def min_samples(self) -> int:
+        """The encoder's receptive field: the fewest samples that give one frame (``num_frames >= 1``).
+
+        400 samples (25 ms) at 16 kHz for wav2vec 2.0-style encoders (their convolution stack),
+        160 (one 10 ms log-mel hop) for Whisper. The family's ``num_frames`` needs the model set
+        up, since its configuration holds the sizes. In ``"paper"`` mode the encoder sees the clip
+        padded to 7 s, but a clip shorter than this still holds less than one frame of audio.
+
+        Raises:
+            ValueError: The family has no ``num_frames``, or no length up to 60 s gives a frame.
+        """
+        num_frames = getattr(self, "num_frames", None)
+        if not callable(num_frames):
+            raise ValueError(f"the {self.name} encoder does not say how many frames a clip gives")
+        low, high = 1, 1
+        while num_frames(high) < 1:  # double until a frame comes out, then bisect
+            low, high = high + 1, 2 * high
+            if high > 60 * self.spec.sampling_rate:
+                raise ValueError(f"{self.config.model}: no clip up to 60 s gives an encoder frame")
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if num_frames(middle) >= 1 else (middle + 1, high)
+        return high
+
     def export_onnx_encoder(self, out_dir: Path) -> Path:
         """Write the encoder as ONNX under `out_dir` and return the file (families that can).
 
