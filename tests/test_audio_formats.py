@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit.audio import AudioError, AudioSpec, HeaderWarning, display_name, load, probe, read
+from serkit.audio import AudioError, AudioSpec, DecodeWarning, HeaderWarning, display_name, load, probe, read
 from tests.encoded_audio import FORMATS, encode, id3v2_with_picture, tone, write_format
 
 pytest.importorskip("av")
@@ -99,6 +99,35 @@ def test_decoding_stops_at_the_maximum_duration(tmp_path):
     with pytest.raises(AudioError, match="too long"):
         probe(path, max_duration=2.0)
     assert read(path, max_duration=30.0)[0].shape[0] >= 20 * 16000
+
+
+def test_a_damaged_frame_is_skipped_with_a_warning_and_heavy_damage_refused(tmp_path):
+    signal = tone(20.0, 16000)
+    path = encode(tmp_path / "memo.mp3", signal, 16000, "libmp3lame", "mp3")
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 300] = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+    with pytest.warns(DecodeWarning, match=r"memo\.mp3: \d of \d+ packet\(s\) could not be decoded .* skipped"):
+        decoded, _ = read(path)
+    assert signal.size - 16000 < decoded.shape[0] <= signal.size + MP3_FRAME  # at most about 1 s lost
+
+    raw = bytearray(encode(tmp_path / "heavy.mp3", tone(4.0, 16000), 16000, "libmp3lame", "mp3").read_bytes())
+    rng = np.random.default_rng(0)
+    for i in range(400, len(raw), 97):
+        raw[i] = rng.integers(0, 256)
+    (tmp_path / "heavy.mp3").write_bytes(bytes(raw))
+    with pytest.raises(AudioError, match=r"heavy\.mp3: corrupt audio data: \d+ of \d+ packet\(s\) could not be decoded"):
+        read(tmp_path / "heavy.mp3")
+
+
+@pytest.mark.parametrize("name", ["webm", "opus.ogg", "mp3"])
+def test_compressed_stream_cut_short_reads_what_it_holds(tmp_path, name):
+    path, signal, rate = write_format(tmp_path / f"cut.{name}", name, seconds=4.0)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    decoded, got_rate = read(path)
+    assert got_rate == rate and 0.25 * signal.size < decoded.shape[0] < 0.75 * signal.size
 
 
 def test_git_lfs_pointer_is_named_with_the_fix(tmp_path):

@@ -31,6 +31,7 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "AudioSpec",
+    "DecodeWarning",
     "HeaderWarning",
     "PAPER_SPEC",
     "SilentAudioWarning",
@@ -60,6 +61,10 @@ class SilentAudioWarning(UserWarning):
 
 class HeaderWarning(UserWarning):
     """A file's header contradicts its data, and the data was read (e.g. a WAV saying 0 bytes)."""
+
+
+class DecodeWarning(UserWarning):
+    """A compressed stream had a few undecodable packets (skipped) or unreadable trailing bytes."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +255,8 @@ def _decode_ffmpeg(handle: BinaryIO, start: int, label: str, max_duration: float
     except audio_av.UnknownFormatError as exc:
         if why is None:
             raise
-        raise AudioError(label, f"not a readable audio file ({why}; {exc.reason.partition('(')[2].rstrip(')')})") from None
+        ffmpeg = exc.reason.partition("(")[2].rstrip(")")
+        raise AudioError(label, f"not a readable audio file ({why.rstrip('.')}; {ffmpeg})") from None
 
 
 def _info_of(handle) -> AudioInfo:
