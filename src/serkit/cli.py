@@ -228,6 +228,25 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _speaker_for(predictor, args: argparse.Namespace) -> str | None:
+    """The speaker whose statistics normalise the inputs (``--speaker`` / ``--enroll``), if any."""
+    if not (args.enroll or args.speaker):
+        return None
+    if predictor.transform is None:
+        raise CommandError(f"{args.model}: --speaker/--enroll need a model trained with speaker_norm; this one has none")
+    if args.enroll:
+        enroll, left_out = _audio_inputs(args.enroll)
+        if left_out or not enroll:
+            _report_left_out(left_out)
+            raise CommandError("--enroll: every enrolment recording must be readable audio")
+        predictor.enroll(args.speaker or "enrolled", enroll)  # an unreadable one: AudioError, named
+        return args.speaker or "enrolled"
+    if args.speaker not in predictor.known_speakers():
+        raise CommandError(f"--speaker {args.speaker!r}: the model has no statistics for this speaker; "
+                           f"known: {predictor.known_speakers()[:10]} (or give --enroll FILES)")
+    return args.speaker
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from serkit.inference import Predictor, format_predictions
 
@@ -245,8 +264,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor.audio_spec = dataclasses.replace(
             spec, max_duration=args.max_duration, min_duration=min(spec.min_duration, args.max_duration / 2)
         )
+    speaker = _speaker_for(predictor, args)
     progress = len(files) >= 8 and not args.no_progress and sys.stderr.isatty()
-    predictions = predictor.predict_files(files, segments=args.segments, progress=progress)
+    predictions = predictor.predict_files(files, segments=args.segments, progress=progress, speaker=speaker)
     for prediction in predictions:  # names that are not UTF-8 (surrogate escapes) shown as \xe9
         prediction.source = _printable(prediction.source)
     info = {"model": str(args.model), "backend": args.backend}
@@ -387,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "and the file is reported as too long")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.add_argument("--enroll", type=Path, nargs="+", default=None, metavar="FILE|DIR",
+                   help="speaker_norm models: a few recordings of the speaker of the inputs (about 10), whose "
+                   "statistics normalise them; without it or --speaker, the training speakers' global statistics")
+    p.add_argument("--speaker", default=None, metavar="NAME",
+                   help="speaker_norm models: a speaker whose statistics the model stored (a training speaker), "
+                   "or the name given to the --enroll recordings")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the predictions here instead of stdout")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)

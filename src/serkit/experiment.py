@@ -55,6 +55,7 @@ SCHEMA: dict[str, Any] = {
     "audio": {"sampling_rate": int, "duration": float, "crop": str, "min_duration": float, "max_duration": float},
     "features": None,  # kind + the extractor's own settings (checked by the extractor)
     "model": {"name": str, "params": None},
+    "transforms": None,  # e.g. speaker_norm = { test_statistics = "transductive" } (serkit.transforms)
     "protocol": {"name": str, "options": None, "val_fraction": float},
     "run": {"seeds": list, "output": str, "cache": str, "final_model": bool, "report": bool,
             "bootstrap": int, "max_frames": int, "batch_size": int},
@@ -304,6 +305,43 @@ def _model_for(config: dict[str, Any], seed: int, fold_dir: Path | None = None):
         raise RecipeError(f"model: {exc}") from None
 
 
+def _transform_for(config: dict[str, Any]):
+    """The recipe's transform (serkit.transforms), checked against the model's input; None when absent."""
+    from serkit.transforms import build_transform
+
+    try:
+        return build_transform(config.get("transforms"), _input_kind(_model_for(config, 0)))
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+
+
+def _normalised(norm, table: "FeatureTable", speaker_of: dict[str, str], fitted_on: list[str],
+                parts: dict[str, list[str]], own_statistics: list[str]) -> dict[str, np.ndarray | None]:
+    """Fit `norm` on the `fitted_on` rows and normalise each part with its speakers' statistics.
+
+    Args:
+        norm: A `SpeakerNorm`.
+        table: The features.
+        speaker_of: utt_id -> speaker.
+        fitted_on: Rows whose speakers' statistics are their own (the training rows).
+        parts: Name -> utt_ids to normalise.
+        own_statistics: utt_ids of speakers not in `fitted_on` whose statistics are taken from
+            these rows (validation speakers, test speakers' enrolment or test rows); label-free.
+
+    Returns:
+        Name -> normalised features (None for an empty part).
+    """
+    norm.fit(table.take(fitted_on), [speaker_of[u] for u in fitted_on])
+    by_speaker: dict[str, list[str]] = {}
+    for u in own_statistics:
+        by_speaker.setdefault(speaker_of[u], []).append(u)
+    stats = {who: norm.speaker_statistics(table.take(rows)) for who, rows in by_speaker.items()}
+    if norm.test_statistics == "global":
+        stats.update({who: norm.global_ for who in stats if who not in norm.speakers_})
+    return {name: norm.transform(table.take(rows), [speaker_of[u] for u in rows], stats) if rows else None
+            for name, rows in parts.items()}
+
+
 def _input_kind(model) -> str:
     return str(getattr(model, "input_kind", ""))
 
@@ -383,6 +421,13 @@ def _fold_rows(folds: pd.DataFrame, fold: int, split: str) -> list[str]:
     return part["utt_id"].tolist()
 
 
+def speaker_lookup(manifest: pd.DataFrame) -> dict[str, str]:
+    """utt_id -> speaker identity (corpus-prefixed when corpora mix; `serkit.splits.speaker_keys`)."""
+    from serkit.splits import speaker_keys
+
+    return dict(zip(manifest["utt_id"].astype(str), speaker_keys(manifest)))
+
+
 class FeatureTable:
     """One cached output of every utterance of the run, stacked once and indexed by utt_id."""
 
@@ -404,11 +449,19 @@ def _train_fold(config, table: FeatureTable, manifest, folds, fold, seed, run_di
     by_id = manifest.set_index("utt_id")
     model = _model_for(config, seed, run_dir / "checkpoints" / f"fold{fold}-seed{seed}")
     train, val, test = (_fold_rows(folds, fold, s) for s in ("train", "val", "test"))
-    X_val = table.take(val) if val else None
+    norm = _transform_for(config)
+    if norm is None:
+        X = {"train": table.take(train), "val": table.take(val) if val else None, "test": table.take(test)}
+    else:
+        # validation speakers, like test speakers, are described by their own label-free rows
+        enroll = _fold_rows(folds, fold, "enroll")
+        described = val + (enroll if norm.test_statistics == "enrollment" else test)
+        X = _normalised(norm, table, speaker_lookup(manifest), train, {"train": train, "val": val, "test": test},
+                        described)
     y_val = by_id.loc[val, "label"].to_numpy() if val else None
-    _fit(model, table.take(train), by_id.loc[train, "label"].to_numpy(), by_id.loc[train, "speaker"].to_numpy(),
-         X_val, y_val)
-    proba = model.predict_proba(table.take(test))
+    _fit(model, X["train"], by_id.loc[train, "label"].to_numpy(), by_id.loc[train, "speaker"].to_numpy(),
+         X["val"], y_val)
+    proba = model.predict_proba(X["test"])
     classes = [str(c) for c in model.classes_]
     frame = pd.DataFrame({"utt_id": test, "fold": fold, "seed": seed,
                           "label": by_id.loc[test, "label"].to_numpy(),
@@ -431,8 +484,9 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
     from serkit.features.extract import extract_manifest
     from serkit.metrics import evaluate_run
     from serkit.schema import write_manifest
-    from serkit.splits import make_folds, speaker_overlap, write_folds
+    from serkit.splits import make_folds, set_aside_enrollment, speaker_overlap, write_folds
 
+    norm = _transform_for(config)  # a bad transform setting fails before any work
     run_dir = _run_dir(config)
     _claim_run_dir(run_dir, config)
     manifest = prepare_manifest(config)
@@ -448,6 +502,8 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
         folds = make_folds(manifest, protocol["name"], val_fraction=val_fraction, **protocol.get("options", {}))
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"protocol: {exc}") from None
+    if norm is not None and norm.test_statistics == "enrollment":
+        folds = set_aside_enrollment(folds, manifest, norm.enrollment_utterances, seed=int(config["run"]["seeds"][0]))
     write_folds(folds, folds_path)
 
     extractor = build_run_extractor(config)
@@ -499,6 +555,10 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
     metrics["protocol"] = protocol["name"]
     metrics["model"] = config["model"]["name"]
     metrics["features"] = config["features"]["kind"]
+    if norm is not None:
+        from serkit.transforms import describe
+
+        metrics["transform"] = describe(norm)
     _write_json(metrics, run_dir / "metrics.json")
 
     if config["run"]["final_model"]:
@@ -532,11 +592,16 @@ def _final_model(config, table: FeatureTable, manifest, extractor, run_dir: Path
         val = _fold_rows(split, 0, "test")
     held = set(val)
     train = [u for u in manifest["utt_id"] if u not in held]
-    _fit(model, table.take(train), by_id.loc[train, "label"].to_numpy(), by_id.loc[train, "speaker"].to_numpy(),
-         table.take(val) if val else None, by_id.loc[val, "label"].to_numpy() if val else None)
+    norm = _transform_for(config)
+    if norm is None:
+        X = {"train": table.take(train), "val": table.take(val) if val else None}
+    else:  # every speaker's statistics are kept with the model (the service can name them)
+        X = _normalised(norm, table, speaker_lookup(manifest), list(manifest["utt_id"]), {"train": train, "val": val}, [])
+    _fit(model, X["train"], by_id.loc[train, "label"].to_numpy(), by_id.loc[train, "speaker"].to_numpy(),
+         X["val"], by_id.loc[val, "label"].to_numpy() if val else None)
     overall = {k: metrics["overall"][k]["mean"] for k in ("wa", "ua", "macro_f1")}
     return save_model(model, model_dir, audio_spec=extractor.spec, features=extractor.identity(),
-                      fingerprint=extractor.fingerprint(),
+                      fingerprint=extractor.fingerprint(), transform=norm,
                       extra={"run": _run_name(config), "protocol": config["protocol"]["name"], "cv_metrics": overall,
                              "input_frames": table.frames})
 

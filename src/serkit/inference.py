@@ -161,6 +161,7 @@ class _Prepared:
     clips: list[np.ndarray]
     segmented: bool
     warnings: list[QualityWarning] = field(default_factory=list)  # serkit.quality findings
+    speaker: str | None = None  # whose statistics normalise it (models with speaker_norm)
 
 
 @dataclass
@@ -269,6 +270,9 @@ class Predictor:
         hop: Step between windows, seconds.
         batch_size: Clips per extractor and classifier call.
         fingerprint: The features' fingerprint recorded in model.json.
+        transform: The model's `serkit.transforms.SpeakerNorm`, or None.
+        enrolled: Speaker -> statistics added with `enroll` (beside the training speakers'
+            statistics stored in the model).
     """
 
     def __init__(
@@ -285,6 +289,7 @@ class Predictor:
         batch_size: int,
         fingerprint: str | None,
         input_frames: int | None = None,
+        transform: Any = None,
     ) -> None:
         self.model_dir = model_dir
         self.labels = labels
@@ -298,6 +303,9 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.fingerprint = fingerprint
         self.input_frames = input_frames
+        self.transform = transform
+        self.enrolled: dict[str, Any] = {}
+        self._unknown_speakers: set[str | None] = set()
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- construction
@@ -335,8 +343,14 @@ class Predictor:
             ValueError: Bad backend, window, hop or batch size.
         """
         _check_settings(backend, window, hop, batch_size)
+        from serkit.transforms import load_transform
+
         folder = Path(model_dir)
         info = _model_info(folder, _read_model_json(folder))
+        try:
+            transform = load_transform(folder, info.meta.get("transform"))
+        except (KeyError, ValueError) as exc:
+            raise ModelFormatError(f"{folder}: {exc}") from None
         extractor = _build_features(folder, info, backend)
         _check_output(folder, extractor, info.input_kind)
         model = _load_classifier(folder, info, backend)
@@ -356,6 +370,7 @@ class Predictor:
             batch_size=batch_size,
             fingerprint=info.fingerprint,
             input_frames=info.input_frames,
+            transform=transform,
         )
 
     # ----------------------------------------------------------------- public API
@@ -367,7 +382,13 @@ class Predictor:
             return model_min_duration(self.extractor)
 
     def predict_signal(
-        self, signal: np.ndarray, sampling_rate: int, *, segments: bool = False, name: str = "<signal>"
+        self,
+        signal: np.ndarray,
+        sampling_rate: int,
+        *,
+        segments: bool = False,
+        name: str = "<signal>",
+        speaker: str | None = None,
     ) -> Prediction:
         """Predict one decoded signal.
 
@@ -376,6 +397,9 @@ class Predictor:
             sampling_rate: Rate of `signal` in Hz.
             segments: Window the signal even when it is not longer than `window`.
             name: Names the input in the prediction and in errors.
+            speaker: Whose statistics normalise it, for a model with ``speaker_norm``: a
+                training speaker or one added with `enroll`; None or an unknown name uses the
+                global statistics (logged once per name).
 
         Returns:
             The prediction (``segments`` set when the signal was windowed).
@@ -387,13 +411,14 @@ class Predictor:
             ValueError: The extractor or classifier rejected the clip (the message names it).
         """
         prepared = self._prepare(signal, sampling_rate, name, segments)
+        prepared.speaker = speaker
         try:
             return self._predict_prepared([prepared])[0]
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from exc
 
     def predict_file(
-        self, source: Source, *, segments: bool = False, name: str | None = None
+        self, source: Source, *, segments: bool = False, name: str | None = None, speaker: str | None = None
     ) -> Prediction:
         """Predict one audio file.
 
@@ -401,6 +426,7 @@ class Predictor:
             source: A path, an open binary file or the file's bytes.
             segments: Window the recording even when it is not longer than `window`.
             name: Names the input when `source` is not a path.
+            speaker: See `predict_signal`.
 
         Returns:
             The prediction.
@@ -411,7 +437,7 @@ class Predictor:
         """
         label = _source_name(source, name)
         signal, sampling_rate = self._read(source, label)
-        return self.predict_signal(signal, sampling_rate, segments=segments, name=label)
+        return self.predict_signal(signal, sampling_rate, segments=segments, name=label, speaker=speaker)
 
     def predict_files(
         self,
@@ -419,6 +445,7 @@ class Predictor:
         *,
         segments: bool = False,
         progress: bool = False,
+        speaker: str | None = None,
     ) -> list[Prediction]:
         """Predict many files, batching their clips; unreadable files do not stop the rest.
 
@@ -426,6 +453,7 @@ class Predictor:
             paths: Audio files.
             segments: Window every recording.
             progress: Show a tqdm progress bar on stderr.
+            speaker: Whose statistics normalise every file (see `predict_signal`).
 
         Returns:
             One prediction per path, in order; a file that cannot be read or featurised has
@@ -437,7 +465,11 @@ class Predictor:
         try:
             for start in range(0, len(paths), self.batch_size):
                 chunk = paths[start : start + self.batch_size]
-                results.extend(self._predict_items([self._try_prepare_file(path, segments) for path in chunk]))
+                items = [self._try_prepare_file(path, segments) for path in chunk]
+                for item in items:
+                    if isinstance(item, _Prepared):
+                        item.speaker = speaker
+                results.extend(self._predict_items(items))
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
@@ -451,6 +483,7 @@ class Predictor:
         *,
         segments: bool = False,
         names: Sequence[str] | None = None,
+        speakers: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
         """Predict several decoded signals with batched extractor and classifier calls.
 
@@ -458,6 +491,7 @@ class Predictor:
             signals: ``(samples, sampling_rate)`` pairs.
             segments: Window every signal.
             names: Names of the inputs (default ``<signal N>``).
+            speakers: Speaker of each signal (see `predict_signal`); default: none.
 
         Returns:
             One prediction per signal, in order; a signal that cannot be used has ``error``
@@ -465,11 +499,15 @@ class Predictor:
         """
         if names is not None and len(names) != len(signals):
             raise ValueError(f"{len(names)} names for {len(signals)} signals")
+        if speakers is not None and len(speakers) != len(signals):
+            raise ValueError(f"{len(speakers)} speakers for {len(signals)} signals")
         labels = list(names) if names is not None else [f"<signal {i}>" for i in range(len(signals))]
+        whose = list(speakers) if speakers is not None else [None] * len(signals)
         items: list[_Prepared | Prediction] = []
-        for (signal, sampling_rate), name in zip(signals, labels):
+        for (signal, sampling_rate), name, speaker in zip(signals, labels, whose):
             try:
                 items.append(self._prepare(signal, sampling_rate, name, segments))
+                items[-1].speaker = speaker
             except AudioError as exc:
                 items.append(_refused(name, exc))
         return self._predict_items(items)
@@ -537,7 +575,8 @@ class Predictor:
     def _predict_prepared(self, prepared: list[_Prepared]) -> list[Prediction]:
         """Run every clip of every item through the extractor and classifier, then regroup."""
         clips = [clip for item in prepared for clip in item.clips]
-        probabilities = self.predict_proba_clips(clips)
+        speakers = [item.speaker for item in prepared for _ in item.clips]
+        probabilities = self.predict_proba_clips(clips, speakers=speakers)
         results, position = [], 0
         for item in prepared:
             rows = probabilities[position : position + len(item.clips)]
@@ -545,11 +584,15 @@ class Predictor:
             results.append(self._assemble(item, rows))
         return results
 
-    def predict_proba_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba_clips(
+        self, clips: Sequence[np.ndarray], *, speakers: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         """Class probabilities of clips already prepared for the extractor.
 
         Args:
             clips: 1-D float32 signals at ``audio_spec.sampling_rate`` (fitted to its duration).
+            speakers: Speaker of each clip, for a model with ``speaker_norm`` (see
+                `predict_signal`); ignored by other models.
 
         Returns:
             (len(clips), len(labels)) float64 probabilities.
@@ -561,13 +604,76 @@ class Predictor:
         rate = self.audio_spec.sampling_rate
         for start in range(0, len(clips), self.batch_size):
             batch = list(clips[start : start + self.batch_size])
+            whose = list(speakers[start : start + self.batch_size]) if speakers is not None else [None] * len(batch)
             with self._lock:
                 features = self.extractor.extract_batch(batch, rate)
                 X = _stack([self._rows(f) for f in features], self.input_kind)
+                if self.transform is not None:
+                    X = self.transform.transform(X, [w or "" for w in whose], self._statistics_for(whose))
                 parts.append(np.asarray(self.model.predict_proba(X), dtype=np.float64))
         if not parts:
             return np.zeros((0, len(self.labels)))
         return np.concatenate(parts)
+
+    def enroll(self, speaker: str, sources: Sequence[Source]) -> Any:
+        """Describe a speaker by a few of their recordings, for a model with ``speaker_norm``.
+
+        Each recording's windows are featurised as in prediction; their statistics (labels are
+        not needed) normalise later predictions made with ``speaker=speaker``.
+
+        Args:
+            speaker: The name to predict with.
+            sources: That speaker's recordings (paths, open files or bytes); about ten
+                utterances describe a speaker well (README, results).
+
+        Returns:
+            The speaker's `serkit.transforms.SpeakerStats`.
+
+        Raises:
+            ValueError: The model has no speaker normalisation, or no recording given.
+            AudioError: A recording cannot be read (named).
+        """
+        if self.transform is None:
+            raise ValueError(f"{self.model_dir}: this model does not normalise per speaker (no speaker_norm)")
+        if not sources:
+            raise ValueError(f"enrolment of speaker {speaker!r} needs at least one recording")
+        clips = []
+        for source in sources:
+            label = _source_name(source, None)
+            signal, rate = self._read(source, label)
+            clips.extend(self._prepare(signal, rate, label, False).clips)
+        rate = self.audio_spec.sampling_rate
+        rows = []
+        for start in range(0, len(clips), self.batch_size):
+            with self._lock:
+                features = self.extractor.extract_batch(list(clips[start : start + self.batch_size]), rate)
+            rows.extend(self._rows(f) for f in features)
+        stats = self.transform.speaker_statistics(_stack(rows, self.input_kind))
+        self.enrolled[str(speaker)] = stats
+        logger.info("enrolled speaker %r from %d recording(s), %d window(s)", speaker, len(sources), len(clips))
+        return stats
+
+    def _statistics_for(self, speakers: Sequence[str | None]) -> dict[str, Any]:
+        """Statistics of each named speaker; unknown ones get the global statistics (warned once)."""
+        known = {**self.transform.speakers_, **self.enrolled}
+        chosen: dict[str, Any] = {}
+        for speaker in set(speakers):
+            stats = known.get(speaker) if speaker else None
+            if stats is None:
+                if speaker not in self._unknown_speakers:
+                    self._unknown_speakers.add(speaker)
+                    who = f"speaker {speaker!r} is not known" if speaker else "no speaker given"
+                    logger.warning("%s: normalising with the training rows' global statistics; "
+                                   "enroll the speaker for better predictions", who)
+                stats = self.transform.global_
+            chosen[speaker or ""] = stats
+        return chosen
+
+    def known_speakers(self) -> list[str]:
+        """Speakers whose statistics this model can use (training speakers and enrolled ones)."""
+        if self.transform is None:
+            return []
+        return sorted({*self.transform.speakers_, *self.enrolled})
 
     def _rows(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The output the classifier reads, with frame maps padded or cut as in training."""

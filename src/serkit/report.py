@@ -500,6 +500,7 @@ def _header_section(name: str, config: Mapping[str, Any], metrics: Mapping[str, 
         f"**Protocol:** `{protocol}` on `{corpus}`, {n_folds} folds × {n_seeds} seed{'s' if n_seeds != 1 else ''}; "
         f"model `{_model_name(config)}` on `{_features_kind(config)}` features.",
         "",
+        *([f"**Normalisation:** {metrics['transform']}.", ""] if metrics.get("transform") else []),
         f"> **{marker}{overlap}**",
         "",
     ]

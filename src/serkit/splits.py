@@ -49,6 +49,7 @@ __all__ = [
     "SHARED_4",
     "SPLITS",
     "check_folds",
+    "set_aside_enrollment",
     "is_speaker_independent",
     "make_folds",
     "map_labels",
@@ -61,7 +62,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FOLD_COLUMNS: tuple[str, ...] = ("utt_id", "fold", "split")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: ``enroll``: a test speaker's utterances set aside to describe that speaker (speaker
+#: normalisation by enrolment); never trained on, never scored (`set_aside_enrollment`).
+SPLITS: tuple[str, ...] = ("train", "val", "enroll", "test")
 _MANIFEST_COLUMNS = ("utt_id", "speaker", "label", "corpus")
 _MAX_LISTED = 10
 #: Random speaker orders tried when drawing a speaker-disjoint validation set.
@@ -617,6 +620,45 @@ def make_folds(manifest: pd.DataFrame, protocol: str, **options: Any) -> pd.Data
     return folds
 
 
+def set_aside_enrollment(folds: pd.DataFrame, manifest: pd.DataFrame, per_speaker: int, seed: int = 0) -> pd.DataFrame:
+    """Mark `per_speaker` random test utterances of each test speaker of each fold as ``enroll``.
+
+    Enrolment utterances stand for the few recordings a deployed system gets from a new
+    speaker before predicting: their features give that speaker's statistics (labels unused)
+    and they are left out of scoring. A speaker keeps at least one test utterance.
+
+    Args:
+        folds: The folds table (`make_folds`).
+        manifest: The utterances (``utt_id, speaker``, and ``corpus``).
+        per_speaker: Enrolment utterances per test speaker (positive).
+        seed: Seed of the draw (the same speakers and seed give the same utterances).
+
+    Returns:
+        A copy of `folds` with those rows' split set to ``enroll`` (attrs kept).
+
+    Raises:
+        ValueError: `per_speaker` not a positive integer.
+    """
+    if isinstance(per_speaker, bool) or not isinstance(per_speaker, (int, np.integer)) or per_speaker < 1:
+        raise ValueError(f"enrolment utterances per speaker must be a positive integer, got {per_speaker!r}")
+    speaker = dict(zip(manifest["utt_id"].astype(str), speaker_keys(manifest)))
+    out = folds.copy()
+    rng = np.random.default_rng(seed)
+    for fold in sorted(out["fold"].unique()):
+        test = out[(out["fold"] == fold) & (out["split"] == "test")]
+        by_speaker = test.groupby(test["utt_id"].astype(str).map(speaker), sort=True)
+        for who, rows in by_speaker:
+            take = min(int(per_speaker), len(rows) - 1)
+            if take < int(per_speaker):
+                log.warning("fold %s: speaker %s has %d test utterance(s); %d set aside for enrolment",
+                            fold, who, len(rows), take)
+            if take > 0:
+                chosen = rng.choice(rows.index.to_numpy(), size=take, replace=False)
+                out.loc[chosen, "split"] = "enroll"
+    out.attrs.update(folds.attrs)
+    return out
+
+
 def _log_summary(protocol: str, folds: pd.DataFrame) -> None:
     counts = folds.groupby(["fold", "split"]).size().unstack(fill_value=0)
     log.info("%s: %d fold(s); mean utterances per fold: %s", protocol, len(counts),
@@ -669,7 +711,7 @@ def speaker_overlap(manifest: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame
     rows = []
     for fold, part in table.groupby("fold", sort=True):
         test = part[part["split"] == "test"]
-        seen = set(part.loc[part["split"] != "test", "_speaker"])
+        seen = set(part.loc[part["split"].isin(["train", "val"]), "_speaker"])  # enrolment is the test speaker's own
         shared_rows = test["_speaker"].isin(seen)
         rows.append(
             {

@@ -77,6 +77,7 @@ def save_model(
     features: dict[str, Any] | None = None,
     fingerprint: str | None = None,
     extra: dict[str, Any] | None = None,
+    transform: Any = None,
 ) -> Path:
     """Write a fitted model to `folder`, replacing any model there only once all is written.
 
@@ -87,6 +88,9 @@ def save_model(
         features: The feature extractor's identity (``extractor.identity()``).
         fingerprint: The feature extractor's fingerprint.
         extra: Other JSON-able facts to keep (such as the run it came from).
+        transform: A fitted `serkit.transforms.SpeakerNorm` applied before the classifier, or
+            None; its statistics are written beside the weights and described under
+            ``transform`` in model.json.
 
     Returns:
         The folder.
@@ -111,6 +115,7 @@ def save_model(
             "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "extra": _json_safe(extra or {}, "extra"),
+            "transform": transform.save(staging) if transform is not None else None,
         }
         (staging / _MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if folder.exists():  # swap in the new folder so a crash never leaves half of each
