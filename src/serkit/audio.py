@@ -41,6 +41,7 @@ __all__ = [
     "preprocess",
     "probe",
     "read",
+    "stream",
 ]
 
 Source = str | os.PathLike | BinaryIO | bytes
@@ -252,6 +253,22 @@ def _decode_ffmpeg(handle: BinaryIO, start: int, label: str, max_duration: float
     handle.seek(start)
     try:
         return audio_av.decode(handle, label, max_duration=max_duration, keep=keep)
+    except audio_av.UnknownFormatError as exc:
+        if why is None:
+            raise
+        ffmpeg = exc.reason.partition("(")[2].rstrip(")")
+        raise AudioError(label, f"not a readable audio file ({why.rstrip('.')}; {ffmpeg})") from None
+
+
+def _ffmpeg_blocks(
+    handle: BinaryIO, start: int, label: str, max_duration: float, block_seconds: float, why: str | None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """`serkit.audio_av.blocks`, with libsndfile's refusal joined to FFmpeg's as in `_decode_ffmpeg`."""
+    from serkit import audio_av
+
+    handle.seek(start)
+    try:
+        yield from audio_av.blocks(handle, label, max_duration=max_duration, block_seconds=block_seconds)
     except audio_av.UnknownFormatError as exc:
         if why is None:
             raise
@@ -499,6 +516,22 @@ def read(
 
 def _read_sndfile(handle, label: str, declared: int | None, max_duration: float) -> tuple[np.ndarray, int]:
     """Read an open soundfile handle in blocks, checking its length against its header."""
+    blocks = [block for block, _ in _sndfile_blocks(handle, label, declared, max_duration, _BLOCK_SAMPLES)]
+    signal = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return signal, int(handle.samplerate)
+
+
+def _sndfile_blocks(
+    handle, label: str, declared: int | None, max_duration: float, block_samples: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Blocks of about `block_samples` samples (all channels) from an open soundfile handle.
+
+    The header is checked first: truncated (against what the header itself claims), no
+    samples, unknown length, longer than `max_duration`.
+
+    Yields:
+        ``(samples, sampling_rate)``, samples of shape (frames, channels), float32.
+    """
     info = _info_of(handle)
     # For WAV/RF64/AIFF libsndfile's count is already cut to the data present: compare it
     # with what the header itself claims to catch truncated files and lying headers.
@@ -514,25 +547,88 @@ def _read_sndfile(handle, label: str, declared: int | None, max_duration: float)
     # Decode in blocks rather than one read of info.frames: soundfile allocates the whole
     # output up front, so a FLAC header claiming an hour would cost an hour of memory even
     # when the file holds one second.
-    step = max(1, _BLOCK_SAMPLES // info.channels)
-    blocks: list[np.ndarray] = []
-    remaining = info.frames
-    try:
-        while remaining > 0:
-            block = handle.read(frames=min(step, remaining), dtype="float32", always_2d=True)
-            if block.shape[0] == 0:
-                break
-            blocks.append(block)
-            remaining -= block.shape[0]
-    except Exception as exc:  # libsndfile reports decode errors as several types
-        raise AudioError(label, f"corrupt or truncated audio data ({exc})") from None
-    if not blocks:
-        signal = np.zeros((0, info.channels), dtype=np.float32)
-    else:
-        signal = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    if signal.shape[0] < info.frames:
-        raise AudioError(label, f"truncated: header says {info.frames} frames, only {signal.shape[0]} could be read")
-    return signal, info.sampling_rate
+    step = max(1, block_samples // info.channels)
+    done = 0
+    while done < info.frames:
+        try:
+            block = handle.read(frames=min(step, info.frames - done), dtype="float32", always_2d=True)
+        except Exception as exc:  # libsndfile reports decode errors as several types
+            raise AudioError(label, f"corrupt or truncated audio data ({exc})") from None
+        if block.shape[0] == 0:
+            break
+        done += block.shape[0]
+        yield block, info.sampling_rate
+    if done < info.frames:
+        raise AudioError(label, f"truncated: header says {info.frames} frames, only {done} could be read")
+
+
+def stream(
+    source: Source, spec: AudioSpec = PAPER_SPEC, *, block_seconds: float = 60.0, name: str | None = None
+) -> Iterator[np.ndarray]:
+    """Decode, mix down and resample a recording block by block, for recordings of any length.
+
+    Memory holds about one block (plus the resampler's state), whatever the recording's
+    length: the way to take a long recording through windows. Joined, the blocks equal
+    ``load(source, dataclasses.replace(spec, duration=None))`` up to float rounding.
+
+    Args:
+        source: A path, an open binary file or the file's bytes.
+        spec: Target rate and limits; its ``duration`` (padding, cropping) is not applied.
+        block_seconds: Length of the blocks decoded at a time, in seconds of the source.
+        name: Name used in error messages when `source` is not a path.
+
+    Yields:
+        1-D float32 blocks at ``spec.sampling_rate`` (lengths vary slightly with resampling).
+
+    Raises:
+        AudioError: As `read`, raised when iteration reaches the problem: header checks
+            before the first block, corrupt data and ``max_duration`` on the way, NaN/Inf
+            in the block that holds them, ``min_duration`` at the end.
+
+    Warns:
+        SilentAudioWarning: At the end, when every sample was zero.
+    """
+    import soxr
+
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds!r}")
+    label = _name(source, name)
+    with _binary(source, label) as handle, contextlib.ExitStack() as stack:
+        start = handle.tell()
+        _reject_lfs_pointer(handle, start, label)
+        handle, start = _repair_zero_sized_wav(handle, start, label, spec.max_duration)
+        declared = _declared_frames(handle, start)
+        snd, why = _open_sndfile(handle, start)
+        if snd is None:
+            raw = _ffmpeg_blocks(handle, start, label, spec.max_duration, block_seconds, why)
+        else:
+            stack.enter_context(snd)
+            block_samples = max(1, int(block_seconds * snd.samplerate) * snd.channels)
+            raw = _sndfile_blocks(snd, label, declared, spec.max_duration, block_samples)
+        resampler = None
+        total = 0
+        sounding = False
+        for block, rate in raw:
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            if not np.isfinite(mono).all():
+                raise AudioError(label, "contains NaN or Inf samples")
+            sounding = sounding or bool(np.any(mono))
+            total += mono.size
+            if rate != spec.sampling_rate:
+                if resampler is None:
+                    resampler = (soxr.ResampleStream(rate, spec.sampling_rate, 1, dtype="float32", quality="HQ"), rate)
+                mono = resampler[0].resample_chunk(mono)
+            if mono.size:
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+        if resampler is not None:
+            tail = resampler[0].resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if tail.size:
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+        rate = resampler[1] if resampler is not None else spec.sampling_rate
+        if total / rate < spec.min_duration:
+            raise AudioError(label, f"too short: {total / rate:.3f} s, minimum is {spec.min_duration:g} s")
+        if not sounding:
+            warnings.warn(f"{label}: all samples are zero (silent audio)", SilentAudioWarning, stacklevel=2)
 
 
 def fix_length(signal: np.ndarray, num_samples: int, crop: str = "start") -> np.ndarray:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 
 from serkit.audio import AudioError, DecodeWarning
 
-__all__ = ["Decoded", "UnknownFormatError", "decode"]
+__all__ = ["Decoded", "UnknownFormatError", "blocks", "decode"]
 
 
 class UnknownFormatError(AudioError):
@@ -108,6 +109,53 @@ def decode(file: BinaryIO, label: str, *, max_duration: float, keep: bool = True
         DecodeWarning: A few packets could not be decoded and were skipped, or the data ends
             with bytes the container parser cannot read (what precedes them is returned).
     """
+    state = _State()
+    blocks = [_to_float(frame, label) if keep else None for frame in _frames(file, label, max_duration, state)]
+    signal = np.ascontiguousarray(np.concatenate(blocks, axis=1).T) if keep else None
+    return Decoded(signal, state.rate, state.channels, state.frames, state.format, state.codec)
+
+
+def blocks(file: BinaryIO, label: str, *, max_duration: float, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode `file` block by block, holding about one block in memory whatever the length.
+
+    Args:
+        file: As for `decode`.
+        label: As for `decode`.
+        max_duration: As for `decode`.
+        block_seconds: Length of each block in seconds (the last one may be shorter).
+
+    Yields:
+        ``(samples, sampling_rate)`` with samples of shape (frames, channels), float32.
+
+    Raises:
+        AudioError: As `decode`; raised when iteration reaches the problem.
+    """
+    state = _State()
+    pending: list[np.ndarray] = []
+    held = 0
+    for frame in _frames(file, label, max_duration, state):
+        pending.append(_to_float(frame, label))
+        held += frame.samples
+        if held >= block_seconds * state.rate:
+            yield np.ascontiguousarray(np.concatenate(pending, axis=1).T), state.rate
+            pending, held = [], 0
+    if pending:
+        yield np.ascontiguousarray(np.concatenate(pending, axis=1).T), state.rate
+
+
+class _State:
+    """What decoding found out: the stream's format and how much was decoded."""
+
+    def __init__(self) -> None:
+        self.rate = self.channels = self.frames = 0
+        self.format = self.codec = ""
+
+
+def _frames(file: BinaryIO, label: str, max_duration: float, state: _State) -> Iterator:
+    """The decoded frames of the first audio stream, all of one format, checked on the way.
+
+    Fills `state`; raises or warns as `decode` documents once the stream ends.
+    """
     try:
         import av
     except ImportError:  # pragma: no cover - av is a base dependency
@@ -116,60 +164,59 @@ def decode(file: BinaryIO, label: str, *, max_duration: float, keep: bool = True
         container = av.open(file, mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise UnknownFormatError(label, f"not a readable audio file (FFmpeg: {_reason(exc)})") from None
+    damage = _Damage()
     with container:
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise AudioError(label, f"no audio stream in this file (streams: {', '.join(kinds)})")
         stream = container.streams.audio[0]
-        container_name = _CONTAINERS.get(container.format.name, container.format.name.split(",")[0].upper())
-        codec = stream.codec_context.name.upper()
-        blocks: list[np.ndarray] = []
-        frames = 0
-        rate = channels = 0
+        state.format = _CONTAINERS.get(container.format.name, container.format.name.split(",")[0].upper())
+        state.codec = stream.codec_context.name.upper()
         max_frames = 0
-        damage = _Damage()
         for frame in _decoded_frames(container, stream, damage):
             if frame.samples == 0:
                 continue
-            if not rate:
-                rate, channels = int(frame.sample_rate), len(frame.layout.channels)
+            rate, channels = int(frame.sample_rate), len(frame.layout.channels)
+            if not state.rate:
                 if rate <= 0 or channels <= 0:
                     raise AudioError(label, f"the decoder reports {rate} Hz and {channels} channels")
+                state.rate, state.channels = rate, channels
                 max_frames = int(math.ceil(max_duration * rate))
-            elif frame.sample_rate != rate or len(frame.layout.channels) != channels:
+            elif (rate, channels) != (state.rate, state.channels):
                 # a damaged frame header, or a real change of format: told apart by how often
                 damage.odd_frames += 1
-                damage.odd = f"{rate} Hz x {channels} -> {frame.sample_rate} Hz x {len(frame.layout.channels)}"
+                damage.odd = f"{state.rate} Hz x {state.channels} -> {rate} Hz x {channels}"
                 continue
-            frames += frame.samples
-            if frames > max_frames:
+            state.frames += frame.samples
+            if state.frames > max_frames:
                 raise AudioError(label, f"too long: decoding passed the maximum of {max_duration:g} s and was stopped")
-            if keep:
-                blocks.append(_to_float(frame, label))
-    where = f"after {frames / rate:.2f} s" if rate else "at the start"
-    if damage.odd_frames > max(_MAX_BAD_PACKETS, _MAX_BAD_FRACTION * damage.packets):
+            yield frame
+    _judge(damage, state, label)
+
+
+def _judge(damage: "_Damage", state: _State, label: str) -> None:
+    """Raise or warn about what went wrong while decoding (see `decode`)."""
+    limit = max(_MAX_BAD_PACKETS, _MAX_BAD_FRACTION * damage.packets)
+    if damage.odd_frames > limit:
         raise AudioError(label, f"the sampling rate or channel count changes within the stream ({damage.odd}, "
                          f"{damage.odd_frames} frame(s)); convert it to one format first")
     if damage.odd_frames:
         damage.bad_packets += damage.odd_frames
         damage.reason = damage.reason or f"frames of another format: {damage.odd}"
         damage.first = damage.first or "an unknown time"
-    if damage.bad_packets > max(_MAX_BAD_PACKETS, _MAX_BAD_FRACTION * damage.packets) or (frames == 0 and damage):
-        raise AudioError(label, f"corrupt audio data: {damage.bad_packets} of {damage.packets} packet(s) "
-                         f"could not be decoded, first {where if frames == 0 else 'at ' + damage.first} "
-                         f"({damage.reason})")
+    if damage.bad_packets > limit or (state.frames == 0 and damage.bad_packets):
+        raise AudioError(label, f"corrupt audio data: {damage.bad_packets} of {damage.packets} packet(s) could not "
+                         f"be decoded, the first at {damage.first} ({damage.reason})")
+    if state.frames == 0:
+        reason = f" (FFmpeg: {damage.reason})" if damage.reason else ""
+        raise AudioError(label, f"contains no samples (zero-length audio){reason}")
+    seconds = state.frames / state.rate
     if damage.bad_packets:
         warnings.warn(f"{label}: {damage.bad_packets} of {damage.packets} packet(s) could not be decoded "
-                      f"(first at {damage.first}; {damage.reason}) and were skipped", DecodeWarning, stacklevel=4)
+                      f"(the first at {damage.first}; {damage.reason}) and were skipped", DecodeWarning, stacklevel=5)
     if damage.cut_at is not None:
         warnings.warn(f"{label}: the data ends with bytes FFmpeg cannot read ({damage.reason}); "
-                      f"read the {frames / rate if rate else 0:.2f} s before them", DecodeWarning, stacklevel=4)
-    if frames == 0:
-        raise AudioError(label, "contains no samples (zero-length audio)")
-    signal = None
-    if keep:
-        signal = np.ascontiguousarray(np.concatenate(blocks, axis=1).T)
-    return Decoded(signal, rate, channels, frames, container_name, codec)
+                      f"read the {seconds:.2f} s before them", DecodeWarning, stacklevel=5)
 
 
 #: Undecodable packets tolerated (skipped, with a `DecodeWarning`): at most this many, or this
