@@ -278,3 +278,29 @@ def test_predict_cli_enrols_or_names_a_speaker(norm_runs, capsys) -> None:
     assert "no statistics for this speaker" in capsys.readouterr().err
     assert main(["predict", str(model_dir), *inputs, "--speaker", str(manifest.speaker.iloc[0]), "--format", "csv"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(inputs)
+
+
+@pytest.mark.network
+def test_service_normalises_with_a_named_speaker(norm_runs) -> None:
+    pytest.importorskip("uvicorn")
+    import httpx
+
+    from serkit.inference import Predictor
+    from serkit.service import create_app
+    from tests.test_service import serving
+
+    run = norm_runs["transductive"]
+    manifest = pd.read_csv(run / "manifest.csv")
+    speaker = str(manifest.speaker.iloc[0])
+    path = run.parents[1] / "corpus" / manifest.path.iloc[0]
+    predictor = Predictor.load(run / "model")
+    expected = predictor.predict_file(path, speaker=speaker).probabilities
+    with serving(create_app(predictor)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        health = client.get("/health").json()
+        assert health["speaker_norm"] is True and speaker in health["speakers"]
+        body = path.read_bytes()
+        answer = client.post("/predict", params={"speaker": speaker}, content=body, headers={"Content-Type": "audio/wav"})
+        assert answer.status_code == 200
+        assert answer.json()["probabilities"] == pytest.approx(expected, abs=1e-6)
+        unknown = client.post("/predict", params={"speaker": "nobody"}, content=body, headers={"Content-Type": "audio/wav"})
+        assert unknown.status_code == 422 and "unknown speaker" in unknown.json()["detail"]

@@ -6,7 +6,8 @@ only: decoding is `serkit.audio.read`'s and prediction the Predictor's.
 
 Endpoints:
     ``POST /predict``: the audio as a multipart upload (field ``file``) or as the raw request
-        body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline.
+        body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline; ``?speaker=ID`` normalises
+        with a speaker's stored statistics (models trained with ``speaker_norm``).
         Returns `Prediction.to_dict()`, whose ``warnings`` list the quality findings
         (`serkit.quality`: ``near_silent``, ``clipped``, ``short``, each a code and a message).
         Errors, as ``{"detail": message}``: 400 malformed multipart or Content-Length, 408
@@ -329,6 +330,7 @@ class _Job:
     name: str
     segments: bool
     future: asyncio.Future = field(repr=False)
+    speaker: str | None = None
 
 
 @dataclass
@@ -433,8 +435,9 @@ class _Batcher:
         """One model call for the group; if it fails, one call each so only the culprit fails."""
         signals = [signal for _, signal in members]
         names = [batch[i].name for i, _ in members]
+        speakers = [batch[i].speaker for i, _ in members]
         try:
-            predictions = self.predictor.predict_signals(signals, segments=segmented, names=names)
+            predictions = self.predictor.predict_signals(signals, segments=segmented, names=names, speakers=speakers)
         except Exception:
             if len(members) == 1:
                 logger.exception("prediction of %s failed", names[0])
@@ -461,6 +464,22 @@ class _Batcher:
                 outcomes[i] = outcome
         logger.debug("batch of %d in %.1f ms", len(batch), 1000 * (time.perf_counter() - started))
         return outcomes
+
+
+def _known_speakers(predictor: Any) -> list[str]:
+    known = getattr(predictor, "known_speakers", None)
+    return list(known()) if callable(known) else []
+
+
+def _check_speaker(predictor: Any, speaker: str | None) -> None:
+    """Refuse (422) a speaker the model cannot use; none given is fine (global statistics)."""
+    if speaker is None:
+        return
+    if getattr(predictor, "transform", None) is None:
+        raise _HTTPFailure(422, "this model does not normalise per speaker; leave out ?speaker=")
+    if speaker not in _known_speakers(predictor):
+        raise _HTTPFailure(422, f"unknown speaker {speaker[:60]!r}: the model holds statistics for the speakers "
+                                "GET /health lists; leave out ?speaker= to use the global statistics")
 
 
 def _refusal_code(prediction: "Prediction") -> str | None:
@@ -586,7 +605,8 @@ def create_app(
         """Liveness, the model's name and labels, the upload limit and uploads being received."""
         return {
             "status": "ok", "model": model, "labels": labels, "max_upload_bytes": max_upload_bytes,
-            "uploads_in_progress": uploads.total,
+            "uploads_in_progress": uploads.total, "speaker_norm": getattr(predictor, "transform", None) is not None,
+            "speakers": _known_speakers(predictor),
         }
 
     @app.get("/labels")
@@ -603,8 +623,11 @@ def create_app(
     async def predict(
         request: Request,
         segments: bool = Query(False, description="return the per-window timeline even for short audio"),
+        speaker: str | None = Query(None, max_length=200, description="speaker_norm models: a speaker whose "
+                                    "statistics the model holds (GET /health lists them)"),
     ) -> JSONResponse:
         """Predict the emotion of the uploaded audio (multipart field ``file`` or a raw body)."""
+        _check_speaker(predictor, speaker)
         client, progress = _client_address(request), _Progress()
         try:
             with uploads.place(client):
@@ -614,7 +637,8 @@ def create_app(
             logger.info("client %s disconnected during its upload after %d bytes", client, progress.received)
             return Response(status_code=400)
         # Only now, with the whole body here, does the request take a place in the work queue.
-        job = _Job(data=data, name=name, segments=segments, future=asyncio.get_running_loop().create_future())
+        job = _Job(data=data, name=name, segments=segments, future=asyncio.get_running_loop().create_future(),
+                   speaker=speaker)
         request.app.state.batcher.submit(job)
         outcome = await job.future
         if isinstance(outcome, _Rejected):
