@@ -6,8 +6,8 @@ only: decoding is `serkit.audio.read`'s and prediction the Predictor's.
 
 Endpoints:
     ``POST /predict``: the audio as a multipart upload (field ``file``) or as the raw request
-        body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline; ``?speaker=ID`` normalises
-        with a speaker's stored statistics (models trained with ``speaker_norm``).
+        body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline;
+        ``?speaker=ID`` normalises with a speaker's stored statistics (``speaker_norm`` models).
         Returns `Prediction.to_dict()`, whose ``warnings`` list the quality findings
         (`serkit.quality`: ``near_silent``, ``clipped``, ``short``, each a code and a message).
         Errors, as ``{"detail": message}``: 400 malformed multipart or Content-Length, 408
