@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def encode(
     *,
     vbr: bool = False,
     xing: bool = True,
+    pipe: bool = False,
 ) -> Path:
     """Encode a mono float signal into `path`.
 
@@ -46,6 +48,9 @@ def encode(
         vbr: MP3 only: variable bit rate at quality 2 (``-q:a 2``).
         xing: MP3 only: False writes neither a Xing/LAME header nor an ID3v2 tag
             (``-write_xing 0 -id3v2_version 0``).
+        pipe: Write through a non-seekable stream, as ``ffmpeg ... pipe:1 > file`` does: the
+            muxer cannot go back to fill in its headers (an MP3's Xing frame count and LAME
+            gapless information stay unwritten).
 
     Returns:
         `path`.
@@ -53,7 +58,8 @@ def encode(
     import av
 
     options = {} if xing else {"write_xing": "0", "id3v2_version": "0"}
-    with av.open(os.fspath(path), "w", format=container, options=options) as out:
+    sink = _Pipe() if pipe else os.fspath(path)
+    with av.open(sink, "w", format=container, options=options) as out:
         stream = out.add_stream(codec, rate=sampling_rate)
         stream.layout = "mono"
         if vbr:
@@ -70,7 +76,37 @@ def encode(
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+    if pipe:
+        Path(path).write_bytes(bytes(sink.data))
     return Path(path)
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, non-seekable byte sink (what a muxer writing to ``pipe:1`` sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, chunk) -> int:
+        self.data += bytes(chunk)
+        return len(chunk)
+
+
+def stream_samples(path: str | os.PathLike) -> int:
+    """Samples an MP3 stream holds, counted from its frames without decoding (packets x frame size)."""
+    import av
+
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.audio[0]
+        per_frame = 1152 if stream.rate >= 32000 else 576  # MPEG-1 / MPEG-2 layer III
+        return per_frame * sum(1 for packet in container.demux(stream) if packet.size)
 
 
 def write_format(path: str | os.PathLike, name: str, seconds: float = 2.0) -> tuple[Path, np.ndarray, int]:

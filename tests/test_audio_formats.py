@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serkit.audio import AudioError, AudioSpec, DecodeWarning, HeaderWarning, display_name, load, probe, read, stream
-from tests.encoded_audio import FORMATS, encode, id3v2_with_picture, tone, write_format
+from tests.encoded_audio import FORMATS, encode, id3v2_with_picture, stream_samples, tone, write_format
 
 pytest.importorskip("av")
 
@@ -55,11 +55,17 @@ def test_probe_names_container_and_codec(tmp_path):
     assert (info["opus.ogg"].format, info["opus.ogg"].subtype) == ("OGG", "OPUS")
 
 
-def test_valid_mp3_of_2_09_s_is_not_called_truncated(tmp_path):
-    """The issue's first MP3: a Xing header's estimate no longer decides the length."""
-    path = encode(tmp_path / "x.mp3", tone(2.09, 16000), 16000, "libmp3lame", "mp3")
-    decoded, _ = read(path)
-    assert abs(decoded.shape[0] - 2.09 * 16000) <= MP3_FRAME
+def test_valid_mp3_written_to_a_pipe_is_not_called_truncated(tmp_path):
+    """The issue's first MP3 (``ffmpeg ... -f mp3 pipe:1 > x.mp3``): a 2 s tone whose stream is
+    2.09 s (no LAME gapless information). It was refused as "truncated: header says 33648
+    frames, only 33408 could be read"; its length now comes from decoding."""
+    signal = tone(2.0, 16000)
+    path = encode(tmp_path / "x.mp3", signal, 16000, "libmp3lame", "mp3", pipe=True)
+    decoded, rate = read(path)
+    assert rate == 16000
+    assert abs(decoded.shape[0] - stream_samples(path)) <= MP3_FRAME  # 33408 = 58 frames of 576
+    assert signal.size <= decoded.shape[0] <= signal.size + LAME_DELAY + MP3_FRAME
+    assert probe(path).frames == decoded.shape[0]
 
 
 @pytest.mark.parametrize("tagged", [False, True], ids=["bare", "id3-picture-padding"])
@@ -71,6 +77,7 @@ def test_mp3_without_xing_header_is_decoded_to_its_end(tmp_path, tagged):
         path.write_bytes(id3v2_with_picture() + path.read_bytes())
     decoded, rate = read(path)
     assert rate == 16000
+    assert abs(decoded.shape[0] - stream_samples(path)) <= MP3_FRAME
     assert signal.size <= decoded.shape[0] <= signal.size + LAME_DELAY + MP3_FRAME
     assert probe(path).frames == decoded.shape[0]
     assert aligned_correlation(decoded[:, 0], signal, max_lag=2048) > 0.95
