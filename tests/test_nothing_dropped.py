@@ -272,3 +272,16 @@ def test_predict_max_duration_is_a_setting(corpus, model, tmp_path, capsys):
     assert "long.m4a: too long: decoding passed the maximum of 2 s" in captured.err
     assert main(["predict", str(model), str(path), "--format", "json", "--max-duration", "10"]) == 0
     assert main(["predict", str(model), str(path), "--max-duration", "0"]) == 2
+
+
+def test_crema_d_release_copies_in_mp3_and_mp4_are_not_listed_twice(tmp_path):
+    """The full CREMA-D release holds each clip as AudioWAV/, AudioMP3/ and VideoMP4/ files."""
+    _clip(tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav", "wav", 0.3)
+    _clip(tmp_path / "AudioMP3" / "1001_DFA_ANG_XX.mp3", "mp3", 0.3)
+    _clip(tmp_path / "VideoMP4" / "1001_DFA_ANG_XX.mp4", "mp4", 0.3)
+    _clip(tmp_path / "AudioMP3" / "1002_DFA_SAD_XX.mp3", "mp3", 0.3)  # only as MP3: used
+    manifest = datasets.prepare("crema_d", tmp_path)
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in manifest["path"]] == [
+        "AudioWAV/1001_DFA_ANG_XX.wav", "AudioMP3/1002_DFA_SAD_XX.mp3",
+    ]
+    assert manifest.attrs["skipped"] == []

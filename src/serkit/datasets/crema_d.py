@@ -91,7 +91,8 @@ def list_utterances(root: str | os.PathLike, *, demographics: str | os.PathLike 
             "gender": genders.get(found["actor"], "unknown"),
             "label": EMOTIONS[found["emotion"]],
         }
-        for path, found in match_names(audio_files(folder), _NAMING, NAME, log, "1001_DFA_ANG_XX.wav", folder, left_out=left_out)
+        for path, found in match_names(_wav_first(folder), _NAMING, NAME, log, "1001_DFA_ANG_XX.wav", folder,
+                                       left_out=left_out)
     ]
     frame = frame_of(rows, left_out=left_out)
     if table is None:
@@ -101,6 +102,20 @@ def list_utterances(root: str | os.PathLike, *, demographics: str | os.PathLike 
         if absent:
             log.warning("%s: actor(s) %s are not in %s; their gender is 'unknown'", NAME, shorten(absent), table)
     return frame
+
+
+def _wav_first(folder: Path) -> list[Path]:
+    """The audio files, without the release's copies of WAV clips in other formats.
+
+    The full release also holds every clip as ``AudioMP3/*.mp3`` and ``VideoMP4/*.mp4``; those
+    with a WAV of the same name are the same utterances and are not listed twice.
+    """
+    files = audio_files(folder)
+    wav = {p.stem for p in files if p.suffix.lower() == ".wav"}
+    copies = [p for p in files if p.suffix.lower() != ".wav" and p.stem in wav]
+    if copies:
+        log.info("%s: %d copies of WAV clips in other formats (AudioMP3/, VideoMP4/) not listed again", NAME, len(copies))
+    return [p for p in files if p.suffix.lower() == ".wav" or p.stem not in wav]
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
