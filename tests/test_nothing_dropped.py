@@ -285,3 +285,16 @@ def test_crema_d_release_copies_in_mp3_and_mp4_are_not_listed_twice(tmp_path):
         "AudioWAV/1001_DFA_ANG_XX.wav", "AudioMP3/1002_DFA_SAD_XX.mp3",
     ]
     assert manifest.attrs["skipped"] == []
+
+
+def test_folder_scan_skips_git_internals_and_macos_artifacts(tmp_path):
+    _clip(tmp_path / "calm" / "a.wav", "wav", 0.3)
+    lfs_object = tmp_path / ".git" / "lfs" / "objects" / "4d" / "7a" / "4d7a2146"  # real audio, no extension
+    lfs_object.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / "calm" / "a.wav", lfs_object)
+    (tmp_path / "__MACOSX" / "calm").mkdir(parents=True)
+    shutil.copy(tmp_path / "calm" / "a.wav", tmp_path / "__MACOSX" / "calm" / "._a.wav")
+    shutil.copy(tmp_path / "calm" / "a.wav", tmp_path / "calm" / ".hidden take.wav")  # a dot file is still audio
+    manifest = datasets.prepare("folder", tmp_path)
+    assert sorted(manifest["utt_id"]) == ["calm__.hidden take", "calm__a"]
+    assert manifest.attrs["skipped"] == []

@@ -88,9 +88,7 @@ def scan_audio(root: Path) -> tuple[list[Path], list[dict[str, str]]]:
     """
     files: list[Path] = []
     left_out: list[dict[str, str]] = []
-    for path in sorted(root.rglob("*")):
-        if path.name.startswith(("._", ".")) or not path.is_file():
-            continue
+    for path in _walk_files(root):
         suffix = path.suffix.lower()
         if suffix in AUDIO_EXTENSIONS:
             files.append(path)
@@ -100,6 +98,17 @@ def scan_audio(root: Path) -> tuple[list[Path], list[dict[str, str]]]:
                 shown = f"{suffix!r}" if suffix else "no extension"
                 left_out.append({"path": display_name(path), "reason": _unknown_extension_reason(shown, kind)})
     return files, left_out
+
+
+def _walk_files(root: Path) -> list[Path]:
+    """Regular files below `root`, sorted, leaving out hidden folders (``.git``, whose LFS
+    objects are audio without extensions), ``__MACOSX`` and AppleDouble ``._*`` files."""
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "__MACOSX"]
+        base = Path(folder)
+        found.extend(base / n for n in names if not n.startswith("._") and (base / n).is_file())
+    return sorted(found)
 
 
 def _unknown_extension_reason(shown: str, kind: str) -> str:
