@@ -39,3 +39,62 @@ def test_the_paper_recipe_is_the_papers_setup():
     model = _model_for(config, seed=0)
     assert (model.depth, model.lr, model.batch_size, model.input_size) == (7, 1e-3, 4, 300)
     assert config["protocol"]["name"] == "stratified_kfold" and config["protocol"]["options"]["n_folds"] == 5
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_extract_with_a_recipe_fills_the_cache_its_runs_read(path: Path):
+    """`serkit extract -f RECIPE` builds what `serkit run RECIPE` builds ([audio] included).
+
+    It once read only [features]: shemo_efficientnet's cache had duration None, not 7 s, and
+    was never reused by the run.
+    """
+    import argparse
+
+    from serkit.cli import _extractors_for
+
+    run_fingerprints = []
+    for config in resolve_variants(load_recipe(path)):
+        fingerprint = build_run_extractor(config).fingerprint()
+        run_fingerprints.append(fingerprint)
+        args = argparse.Namespace(features=str(path), set=[], variant=[config["variant"]] if "variant" in config else [])
+        assert [e.fingerprint() for e in _extractors_for(args)] == [fingerprint], config.get("variant")
+    whole = argparse.Namespace(features=str(path), set=[], variant=[])
+    assert [e.fingerprint() for e in _extractors_for(whole)] == list(dict.fromkeys(run_fingerprints))
+
+
+def test_extract_after_run_finds_every_utterance_cached(tmp_path: Path, capsys):
+    import json
+
+    from serkit.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"""
+name = "r"
+[corpus]
+name = "csv"
+root = "{tmp_path}/corpus/metadata.csv"
+synth = {{ speakers = 3, per_emotion = 2, seed = 0, voice = "source-filter" }}
+[audio]
+duration = 2.0
+[features]
+kind = "mfcc"
+[model]
+name = "svm"
+params = {{ input_kind = "stats", C_grid = [1.0], gamma_grid = ["scale"] }}
+[protocol]
+name = "loso"
+[run]
+output = "{tmp_path}/runs"
+cache = "{tmp_path}/cache"
+bootstrap = 50
+final_model = false
+report = false
+""")
+    assert main(["run", str(recipe), "--no-progress"]) == 0
+    manifest = tmp_path / "runs" / "r" / "manifest.csv"
+    capsys.readouterr()
+    assert main(["extract", str(manifest), "-f", str(recipe), "--cache", str(tmp_path / "cache"), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["computed"] == 0 and done["already_cached"] == 3 * 4 * 2
+    assert len([d for d in (tmp_path / "cache").iterdir() if d.is_dir()]) == 1
+    assert main(["extract", str(manifest), "-f", "mfcc", "--cache", str(tmp_path / "cache"), "--variant", "x"]) != 0

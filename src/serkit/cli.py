@@ -106,15 +106,42 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from serkit.features import build_extractor
-    from serkit.features.extract import distributed_env, extract_manifest, finish_run, load_feature_config
     from serkit.schema import read_manifest
 
-    config = load_feature_config(args.features, [_parse_option(o) for o in args.set])
-    extractor = build_extractor(config)
+    from serkit.features.extract import distributed_env
+
     manifest = read_manifest(args.manifest)
+    extractors = _extractors_for(args)
     rank, world, local_rank = distributed_env()
     dist = _init_distributed(world, local_rank)
+    status, documents = 0, []
+    for extractor in extractors:
+        if len(extractors) > 1 and not args.json and rank == 0:
+            print(f"== {extractor.name}: {extractor.fingerprint()}", flush=True)
+        code, document = _extract_one(args, manifest, extractor, rank, world, dist)
+        status, documents = max(status, code), documents + [document]
+    if args.json and rank == 0:
+        print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
+    return status
+
+
+def _extractors_for(args: argparse.Namespace) -> list:
+    """The extractors `serkit extract` fills the cache for: a recipe's (as `serkit run` builds them) or one."""
+    from serkit.experiment import is_recipe, recipe_extractors
+    from serkit.features import build_extractor
+    from serkit.features.extract import load_feature_config
+
+    if is_recipe(args.features):
+        return recipe_extractors(args.features, args.set, args.variant)
+    if args.variant:
+        raise CommandError(f"--variant needs a recipe; {args.features} is not one")
+    return [build_extractor(load_feature_config(args.features, [_parse_option(o) for o in args.set]))]
+
+
+def _extract_one(args: argparse.Namespace, manifest, extractor, rank: int, world: int, dist) -> tuple[int, dict]:
+    """Fill the cache of one extractor; the exit status and (rank 0) what was done, for --json."""
+    from serkit.features.extract import extract_manifest, finish_run
+
     result = extract_manifest(
         manifest, extractor, args.cache, batch_size=args.batch_size, rank=rank, world_size=world,
         progress=not args.no_progress and sys.stderr.isatty(),
@@ -122,11 +149,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if dist is not None:
         dist.barrier()
     if rank != 0:
-        return 0
+        return 0, {}
     failed = finish_run(result.cache_dir, extractor)
-    if args.json:
-        print(json.dumps({**result.to_dict(), "failed_in_cache": len(failed)}, indent=2))
-    else:
+    document = {**result.to_dict(), "failed_in_cache": len(failed)}
+    if not args.json:
         rate = result.computed / result.seconds if result.seconds else 0.0
         print(f"features: {result.cache_dir}")
         scope = f" on rank 0 of {world}" if world > 1 else ""
@@ -138,8 +164,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"{len(failed)} utterance(s) failed; see {result.cache_dir / 'errors.csv'}", file=sys.stderr)
         for item in failed[:10]:
             print(f"  {item['utt_id']} ({item['path']}): {item['reason']}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, document
+    return 0, document
 
 
 def _init_distributed(world: int, local_rank: int):
@@ -363,9 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("manifest", type=Path)
     p.add_argument("-f", "--features", required=True,
-                   help="feature kind (ssl, whisper, logmel, mfcc, opensmile) or a .toml/.json feature configuration")
+                   help="feature kind (ssl, whisper, logmel, mfcc, opensmile), a .toml/.json feature configuration, "
+                   "or a recipe: then the features of its runs, exactly as `serkit run` computes them ([audio] included)")
     p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; repeatable")
+                   help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; for a recipe, a "
+                   "recipe setting as in `serkit run` (--set features.layers=all); repeatable")
+    p.add_argument("--variant", action="append", default=[], help="with a recipe: only this variant (repeatable)")
     p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per extractor call (default: the extractor's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

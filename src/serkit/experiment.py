@@ -262,6 +262,46 @@ def build_run_extractor(config: dict[str, Any]):
         raise RecipeError(f"features: {exc}") from None
 
 
+#: Top-level tables that make a TOML file a recipe rather than a bare feature configuration.
+_RECIPE_TABLES = ("corpus", "corpora", "audio", "model", "protocol", "run", "variant", "transforms")
+
+
+def is_recipe(path: str | os.PathLike) -> bool:
+    """Whether a TOML file is a recipe (it has a recipe table beside ``[features]``)."""
+    path = Path(path)
+    if path.suffix != ".toml" or not path.is_file():
+        return False
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError:
+        return False
+    return any(key in data for key in _RECIPE_TABLES)
+
+
+def recipe_extractors(path: str | os.PathLike, overrides: Sequence[str] = (), variants: Sequence[str] = ()) -> list:
+    """The distinct feature extractors of a recipe's runs, built as `run_experiment` builds them.
+
+    `serkit extract -f RECIPE` uses this, so the cache it fills is the one `serkit run RECIPE`
+    reads: the same ``[audio]`` spec, variant settings and overrides, hence the same fingerprint.
+
+    Args:
+        path: The recipe.
+        overrides: ``--set`` overrides, as for `load_recipe`.
+        variants: Only these variants (default: all).
+
+    Returns:
+        One extractor per distinct fingerprint, in the recipe's order.
+
+    Raises:
+        RecipeError: A bad recipe, variant or feature table.
+    """
+    extractors: dict[str, Any] = {}
+    for config in resolve_variants(load_recipe(path, overrides), variants):
+        extractor = build_run_extractor(config)
+        extractors.setdefault(extractor.fingerprint(), extractor)
+    return list(extractors.values())
+
+
 def _fixed_length(arrays: list[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
     """Pad with zeros / cut along the time axis (-2) so frame maps stack; None = longest."""
     lengths = [a.shape[-2] for a in arrays]
