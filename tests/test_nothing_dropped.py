@@ -298,3 +298,74 @@ def test_folder_scan_skips_git_internals_and_macos_artifacts(tmp_path):
     manifest = datasets.prepare("folder", tmp_path)
     assert sorted(manifest["utt_id"]) == ["calm__.hidden take", "calm__a"]
     assert manifest.attrs["skipped"] == []
+
+
+# --------------------------------------------------------------------------------------------
+# Long recordings stream through the predictor window by window
+# --------------------------------------------------------------------------------------------
+
+
+def _long_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, silent: bool = False) -> Path:
+    """A long WAV written block by block: voiced syllables with pauses (or zeros)."""
+    with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16") as out:
+        for start in range(0, int(seconds), 10):
+            block = np.zeros(int(min(10, seconds - start) * rate), dtype=np.float32)
+            if not silent:
+                block[: min(block.size, 6 * rate)] = voiced(min(block.size, 6 * rate) / rate, rate, seed=start)
+            out.write(np.stack([block] * channels, axis=1) if channels > 1 else block)
+    return path
+
+
+def test_long_file_streams_to_the_same_prediction(model, tmp_path):
+    from serkit.inference import Predictor
+
+    path = _long_wav(tmp_path / "meeting.wav", 45.0, 44100, 2)
+    predictor = Predictor.load(model)
+    predictor.stream_above = float("inf")
+    [whole] = predictor.predict_files([path], segments=True)
+    predictor.stream_above = 30.0
+    [streamed] = predictor.predict_files([path], segments=True)
+    assert whole.error is None and streamed.error is None
+    assert streamed.duration == pytest.approx(whole.duration, abs=1e-4)
+    assert [(s.start, s.end) for s in streamed.segments] == [(s.start, s.end) for s in whole.segments]
+    assert len(streamed.segments) == 12  # 0, 3.5, ..., 35 and one aligned to the end
+    for a, b in zip(streamed.segments, whole.segments):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=2e-3)
+    assert streamed.probabilities == pytest.approx(whole.probabilities, abs=2e-3)
+    assert [w.code for w in streamed.warnings] == [w.code for w in whole.warnings]
+
+
+def test_long_file_memory_does_not_grow_with_its_length(model, tmp_path):
+    """Streamed, 10 minutes need no more memory than 5; in memory, 10 minutes take about 3x more."""
+    import tracemalloc
+
+    from serkit.inference import Predictor, segment_bounds
+
+    predictor = Predictor.load(model)
+    peaks = {}
+    for label, seconds, above in (("5 min", 300.0, 60.0), ("10 min", 600.0, 60.0), ("10 min whole", 600.0, np.inf)):
+        path = tmp_path / f"lecture{int(seconds)}.wav"
+        if not path.exists():
+            _long_wav(path, seconds)
+        predictor.stream_above = above
+        tracemalloc.start()
+        try:
+            [prediction] = predictor.predict_files([path])
+            peaks[label] = tracemalloc.get_traced_memory()[1] / 2**20
+        finally:
+            tracemalloc.stop()
+        assert prediction.error is None and prediction.duration == pytest.approx(seconds)
+        assert len(prediction.segments) == len(segment_bounds(int(seconds * 16000), 7 * 16000, 56000))
+    assert peaks["10 min"] < 1.15 * peaks["5 min"], peaks
+    assert peaks["10 min whole"] > 2.5 * peaks["10 min"], peaks
+
+
+def test_long_silent_file_is_refused_after_streaming(model, tmp_path):
+    from serkit.inference import Predictor
+
+    path = _long_wav(tmp_path / "muted.wav", 70.0, silent=True)
+    predictor = Predictor.load(model)
+    predictor.stream_above = 60.0
+    [prediction] = predictor.predict_files([path])
+    assert prediction.label is None and "no sound" in prediction.error
+    assert [w.code for w in prediction.warnings][0] == "silent"

@@ -22,7 +22,7 @@ import struct
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
@@ -563,7 +563,13 @@ def _sndfile_blocks(
 
 
 def stream(
-    source: Source, spec: AudioSpec = PAPER_SPEC, *, block_seconds: float = 60.0, name: str | None = None
+    source: Source,
+    spec: AudioSpec = PAPER_SPEC,
+    *,
+    block_seconds: float = 60.0,
+    name: str | None = None,
+    native: Callable[[np.ndarray, int], None] | None = None,
+    warn_silent: bool = True,
 ) -> Iterator[np.ndarray]:
     """Decode, mix down and resample a recording block by block, for recordings of any length.
 
@@ -576,6 +582,11 @@ def stream(
         spec: Target rate and limits; its ``duration`` (padding, cropping) is not applied.
         block_seconds: Length of the blocks decoded at a time, in seconds of the source.
         name: Name used in error messages when `source` is not a path.
+        native: Called with each decoded block as the file holds it, ``(samples of shape
+            (frames, channels), sampling_rate)``, before mixdown and resampling (to measure
+            levels and clipping, `serkit.quality.LevelMeter`).
+        warn_silent: Emit `SilentAudioWarning` for all-zero audio (False when the caller
+            judges silence itself).
 
     Yields:
         1-D float32 blocks at ``spec.sampling_rate`` (lengths vary slightly with resampling).
@@ -612,6 +623,8 @@ def stream(
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             if not np.isfinite(mono).all():
                 raise AudioError(label, "contains NaN or Inf samples")
+            if native is not None:
+                native(block, rate)
             sounding = sounding or bool(np.any(mono))
             total += mono.size
             if rate != spec.sampling_rate:
@@ -627,7 +640,7 @@ def stream(
         rate = resampler[1] if resampler is not None else spec.sampling_rate
         if total / rate < spec.min_duration:
             raise AudioError(label, f"too short: {total / rate:.3f} s, minimum is {spec.min_duration:g} s")
-        if not sounding:
+        if not sounding and warn_silent:
             warnings.warn(f"{label}: all samples are zero (silent audio)", SilentAudioWarning, stacklevel=2)
 
 

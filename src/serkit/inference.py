@@ -42,10 +42,10 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from serkit.audio import AudioError, AudioSpec, fix_length, preprocess, read
+from serkit.audio import AudioError, AudioSpec, fix_length, preprocess, probe, read, stream
 from serkit.features.base import Extractor, build_extractor, exports_onnx_encoder
 from serkit.models.io import ModelFormatError
-from serkit.quality import QualityWarning, check, model_min_duration
+from serkit.quality import LevelMeter, QualityWarning, check, check_levels, model_min_duration
 
 __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_predictions", "segment_bounds"]
 
@@ -58,6 +58,11 @@ DEFAULT_WINDOW = 7.0
 DEFAULT_HOP = 3.5
 #: Clips (or windows) per extractor and classifier call.
 DEFAULT_BATCH_SIZE = 32
+#: Files longer than this (seconds) are predicted as they are decoded, window by window, so
+#: memory does not grow with their length (`Predictor.stream_above`).
+STREAM_ABOVE_S = 600.0
+#: Files smaller than this are never long enough to stream (16 kbit/s Opus: about 8 minutes).
+_STREAM_MIN_BYTES = 1 << 20
 
 Source = str | os.PathLike | BinaryIO | bytes
 
@@ -273,6 +278,8 @@ class Predictor:
         transform: The model's `serkit.transforms.SpeakerNorm`, or None.
         enrolled: Speaker -> statistics added with `enroll` (beside the training speakers'
             statistics stored in the model).
+        stream_above: `predict_files` streams files longer than this many seconds through
+            their windows (decoded block by block, memory independent of their length).
     """
 
     def __init__(
@@ -307,6 +314,7 @@ class Predictor:
         self.enrolled: dict[str, Any] = {}
         self._unknown_speakers: set[str | None] = set()
         self._lock = threading.Lock()
+        self.stream_above = STREAM_ABOVE_S
 
     # ----------------------------------------------------------------- construction
 
@@ -465,7 +473,7 @@ class Predictor:
         try:
             for start in range(0, len(paths), self.batch_size):
                 chunk = paths[start : start + self.batch_size]
-                items = [self._try_prepare_file(path, segments) for path in chunk]
+                items = [self._try_prepare_file(path, segments, speaker) for path in chunk]
                 for item in items:
                     if isinstance(item, _Prepared):
                         item.speaker = speaker
@@ -518,9 +526,11 @@ class Predictor:
         spec = self.audio_spec
         return read(source, max_duration=spec.max_duration, min_duration=spec.min_duration, name=label)
 
-    def _try_prepare_file(self, path: Path, segments: bool) -> "_Prepared | Prediction":
-        """Decode and window one file, or a failed prediction saying why not."""
+    def _try_prepare_file(self, path: Path, segments: bool, speaker: str | None = None) -> "_Prepared | Prediction":
+        """Decode and window one file, or a failed prediction saying why not (a long file: predicted)."""
         try:
+            if self._is_long(path):
+                return self._predict_streamed(path, segments, speaker)
             signal, sampling_rate = self._read(path, str(path))
             return self._prepare(signal, sampling_rate, str(path), segments)
         except AudioError as exc:
@@ -542,6 +552,71 @@ class Predictor:
         clips = [self._fit(native[start:end]) for start, end in bounds]
         windows = [(start / rate, end / rate) for start, end in bounds]
         return _Prepared(name=name, duration=duration, windows=windows, clips=clips, segmented=segmented, warnings=found)
+
+    def _is_long(self, path: Path) -> bool:
+        """Whether `path` is longer than `stream_above` (read from the header, or by decoding)."""
+        try:
+            if path.stat().st_size < _STREAM_MIN_BYTES:
+                return False
+        except OSError:
+            return False  # reading reports it
+        return probe(path, max_duration=self.audio_spec.max_duration).duration > self.stream_above
+
+    def _predict_streamed(self, path: Path, segments: bool, speaker: str | None) -> Prediction:
+        """Predict a long file window by window as it is decoded (`serkit.audio.stream`).
+
+        The windows, probabilities and quality findings are those of the in-memory path;
+        memory holds one decoding block, one window and one batch of clips at a time.
+        """
+        name = str(path)
+        spec = self.audio_spec
+        rate = spec.sampling_rate
+        window, hop = _samples(self.window, rate), _samples(self.hop, rate)
+        meter, native_rate = LevelMeter(), [rate]
+
+        def measure(block: np.ndarray, sampling_rate: int) -> None:
+            meter.add(block)
+            native_rate[0] = sampling_rate
+
+        buffer = np.zeros(0, dtype=np.float32)
+        offset = next_start = 0  # sample index of buffer[0]; start of the next window
+        bounds: list[tuple[int, int]] = []
+        clips: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+
+        def flush() -> None:
+            if clips:
+                rows.append(self.predict_proba_clips(clips, speakers=[speaker] * len(clips)))
+                clips.clear()
+
+        blocks = stream(path, dataclasses.replace(spec, duration=None), block_seconds=max(60.0, 4 * self.window),
+                        name=name, native=measure, warn_silent=False)
+        try:
+            for block in blocks:
+                buffer = np.concatenate([buffer, block])
+                while next_start + window <= offset + buffer.size:
+                    begin = next_start - offset
+                    clips.append(self._fit(buffer[begin : begin + window]))
+                    bounds.append((next_start, next_start + window))
+                    next_start += hop
+                    if len(clips) >= self.batch_size:
+                        flush()
+                drop = max(0, min(next_start - offset, buffer.size - window))  # keep the last window
+                buffer, offset = buffer[drop:].copy(), offset + drop
+            total = offset + buffer.size
+            found = check_levels(meter.levels(), native_rate[0], min_duration=self.min_duration, name=name)
+            if not bounds or bounds[-1][1] < total:  # as segment_bounds: one more window aligned to the end
+                start = max(0, total - window)
+                clips.append(self._fit(buffer[start - offset :]))
+                bounds.append((start, total))
+            flush()
+        except ValueError as exc:
+            if isinstance(exc, AudioError):
+                raise
+            return Prediction.failed(name, f"{name}: {exc}", duration=offset / rate)
+        item = _Prepared(name=name, duration=total / rate, windows=[(a / rate, b / rate) for a, b in bounds],
+                         clips=[], segmented=segments or total > window, warnings=found, speaker=speaker)
+        return self._assemble(item, np.concatenate(rows))
 
     def _fit(self, clip: np.ndarray) -> np.ndarray:
         """Pad or cut a window to the extractor's fixed duration (when it has one)."""

@@ -45,10 +45,13 @@ __all__ = [
     "SHORT_S",
     "SILENT_MESSAGE",
     "AudioQualityError",
+    "LevelMeter",
     "Levels",
     "QualityWarning",
     "assess",
+    "assess_levels",
     "check",
+    "check_levels",
     "measure",
     "model_min_duration",
 ]
@@ -183,6 +186,58 @@ def _clipped_in(block: np.ndarray) -> int:
     return int(inside.sum())
 
 
+class LevelMeter:
+    """`measure`, block by block: for recordings streamed rather than held in memory.
+
+    Feed consecutive (frames, channels) blocks to `add`; `levels` gives what `measure` gives
+    for the whole (a clipped run that crosses a block boundary is counted in parts).
+    """
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._samples = 0
+        self._squares = 0.0
+        self._peak = 0.0
+        self._clipped = 0
+
+    def add(self, block: np.ndarray) -> None:
+        """Measure the next block (shape (frames,) or (frames, channels), full scale 1.0).
+
+        Raises:
+            ValueError: Not 1-D or 2-D, or NaN / Inf samples.
+        """
+        array = np.asarray(block)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise ValueError(f"expected samples of shape (frames,) or (frames, channels), got {np.shape(block)}")
+        for start in range(0, array.shape[0], _BLOCK_FRAMES):
+            part = array[start : start + _BLOCK_FRAMES].astype(np.float64)
+            if not np.isfinite(part).all():
+                raise ValueError("NaN or Inf samples cannot be measured")
+            self._squares += float(np.square(part).sum())
+            if part.size:
+                self._peak = max(self._peak, float(np.abs(part).max()))
+            self._clipped += _clipped_in(part)
+        self.frames += int(array.shape[0])
+        self._samples += int(array.size)
+
+    def levels(self) -> Levels:
+        """The measurements so far.
+
+        Raises:
+            ValueError: Nothing measured yet.
+        """
+        if self._samples == 0:
+            raise ValueError("no samples measured")
+        return Levels(
+            frames=self.frames,
+            rms_dbfs=_dbfs(math.sqrt(self._squares / self._samples)),
+            peak_dbfs=_dbfs(self._peak),
+            clipped_fraction=self._clipped / self._samples,
+        )
+
+
 def measure(signal: np.ndarray) -> Levels:
     """RMS and peak levels and the clipped share of a decoded signal.
 
@@ -198,24 +253,11 @@ def measure(signal: np.ndarray) -> Levels:
         ValueError: Not 1-D or 2-D, no samples, or NaN / Inf samples.
     """
     array = np.asarray(signal)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.size == 0:
+    if array.ndim not in (1, 2) or array.size == 0:
         raise ValueError(f"expected samples of shape (frames,) or (frames, channels), got {np.shape(signal)}")
-    squares, peak, clipped = 0.0, 0.0, 0
-    for start in range(0, array.shape[0], _BLOCK_FRAMES):
-        block = array[start : start + _BLOCK_FRAMES].astype(np.float64)
-        if not np.isfinite(block).all():
-            raise ValueError("NaN or Inf samples cannot be measured")
-        squares += float(np.square(block).sum())
-        peak = max(peak, float(np.abs(block).max()))
-        clipped += _clipped_in(block)
-    return Levels(
-        frames=int(array.shape[0]),
-        rms_dbfs=_dbfs(math.sqrt(squares / array.size)),
-        peak_dbfs=_dbfs(peak),
-        clipped_fraction=clipped / array.size,
-    )
+    meter = LevelMeter()
+    meter.add(array)
+    return meter.levels()
 
 
 def assess(signal: np.ndarray, sampling_rate: int, *, min_duration: float = ANALYSIS_WINDOW_S) -> list[QualityWarning]:
@@ -235,6 +277,11 @@ def assess(signal: np.ndarray, sampling_rate: int, *, min_duration: float = ANAL
         levels = measure(signal)
     except ValueError:
         return []
+    return assess_levels(levels, sampling_rate, min_duration=min_duration)
+
+
+def assess_levels(levels: Levels, sampling_rate: int, *, min_duration: float = ANALYSIS_WINDOW_S) -> list[QualityWarning]:
+    """`assess` from measurements already made (`measure`, or a `LevelMeter` over a stream)."""
     duration = levels.frames / sampling_rate
     findings: list[QualityWarning] = []
     if levels.silent:
@@ -284,7 +331,21 @@ def check(
         AudioQualityError: All samples zero (``silent``) or shorter than `min_duration`
             (``too_short``); the message names `name` and the reason.
     """
-    findings = assess(signal, sampling_rate, min_duration=min_duration)
+    return _refuse_or_return(assess(signal, sampling_rate, min_duration=min_duration), name)
+
+
+def check_levels(
+    levels: Levels, sampling_rate: int, *, min_duration: float = ANALYSIS_WINDOW_S, name: str = "<signal>"
+) -> list[QualityWarning]:
+    """`check` from measurements already made (a `LevelMeter` over a streamed recording).
+
+    Raises:
+        AudioQualityError: As `check`.
+    """
+    return _refuse_or_return(assess_levels(levels, sampling_rate, min_duration=min_duration), name)
+
+
+def _refuse_or_return(findings: list[QualityWarning], name: str) -> list[QualityWarning]:
     if any(f.refusal for f in findings):
         raise AudioQualityError(name, findings)
     return findings
