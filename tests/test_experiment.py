@@ -154,3 +154,23 @@ def test_cli_run_report_and_compare(recipe: Path, tmp_path: Path, capsys):
     assert "| small" in table or "small |" in table
     assert main(["run", str(recipe), "--set", "modle.name=x"]) == 2
     assert "unknown key 'modle'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ('name = "svm"\nparams = { C_grid = [-1.0] }', "C_grid values must be positive"),
+        ('name = "cnn"\nparams = { depth = 9 }', r"depth must be an integer in 1\.\.7"),
+        ('name = "pooled"\nparams = { lr = "fast" }', "lr"),
+        ('name = "pooled"\nparams = { pooling = "max" }', "pooling must be one of"),
+    ],
+)
+def test_a_bad_model_parameter_fails_before_any_work(tmp_path: Path, model: str, message: str):
+    recipe = tmp_path / "bad.toml"
+    text = RECIPE.format(root=tmp_path)
+    start = text.index("[model]")
+    end = text.index("[protocol]")
+    recipe.write_text(text[:start] + "[model]\n" + model + "\n" + text[end:])
+    with pytest.raises(RecipeError, match=message):
+        run_recipe(recipe, progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "corpus").exists()

@@ -340,9 +340,11 @@ def _model_for(config: dict[str, Any], seed: int, fold_dir: Path | None = None):
     if "checkpoint_dir" in allowed and fold_dir is not None:
         params["checkpoint_dir"] = str(fold_dir)
     try:
-        return build_model(name, **params)
-    except ValueError as exc:
+        model = build_model(name, **params)
+        model.check_params()  # values too, before any feature is extracted
+    except (TypeError, ValueError) as exc:
         raise RecipeError(f"model: {exc}") from None
+    return model
 
 
 def _transform_for(config: dict[str, Any]):

@@ -50,6 +50,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n, len(classes_)), columns in ``classes_`` order."""
 
+    def check_params(self) -> None:
+        """Raise ValueError naming a hyper-parameter whose value is out of range or mistyped.
+
+        Called by ``fit`` and, before any feature is extracted, by the experiment runner.
+        """
+
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row."""
         return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]

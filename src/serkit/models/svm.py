@@ -294,7 +294,7 @@ class SVMClassifier(Classifier):
 
     # ----------------------------------------------------------------- validation
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
         if isinstance(self.C_grid, (str, bytes)) or not list(self.C_grid):
             raise ValueError(f"svm: C_grid must be a non-empty list of positive numbers, got {self.C_grid!r}")
         for c in self.C_grid:
@@ -393,7 +393,7 @@ class SVMClassifier(Classifier):
         Raises:
             ValueError: Bad hyper-parameters, shapes, lengths, NaN/Inf, or too few samples.
         """
-        self._check_params()
+        self.check_params()
         X = _finite_float(X)
         y = _labels(y)
         if len(X) != len(y) or (groups is not None and len(groups) != len(y)):

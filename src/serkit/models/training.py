@@ -780,8 +780,8 @@ class TorchClassifier(Classifier):
         Raises:
             ValueError: A hyper-parameter out of range; the message names it.
         """
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float, np.floating)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         for name in ("batch_size", "max_epochs"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
