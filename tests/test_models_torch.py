@@ -638,3 +638,10 @@ def test_validation_rows_given_by_the_caller_are_used() -> None:
         tiny_model("cnn", max_epochs=1)[0].fit(X, y, validation=(X_val, np.array(["zzz"] * len(X_val))))
     with pytest.raises(ValueError, match="validation rows have shape"):
         tiny_model("cnn", max_epochs=1)[0].fit(X, y, validation=(X_val[:, :-1], y_val))
+
+
+def test_models_declare_whether_they_use_validation_rows() -> None:
+    from serkit.models import model_class
+
+    assert {name: model_class(name).uses_validation for name in ("cnn", "efficientnet", "pooled", "svm")} == {
+        "cnn": True, "efficientnet": True, "pooled": True, "svm": False}

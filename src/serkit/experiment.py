@@ -25,7 +25,6 @@ is refused (name a new run, or delete the old directory).
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import os
@@ -389,7 +388,7 @@ def _input_kind(model) -> str:
 
 
 def _takes_validation(model) -> bool:
-    return "validation" in inspect.signature(model.fit).parameters
+    return bool(getattr(model, "uses_validation", False))
 
 
 def _fit(model, X: np.ndarray, y: np.ndarray, groups: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None):

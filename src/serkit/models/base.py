@@ -41,6 +41,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     name: ClassVar[str] = ""
     input_kind: ClassVar[str] = ""
+    #: Whether ``fit`` takes ``validation=(X, y)`` rows (early stopping on held-out speakers);
+    #: the experiment draws validation speakers only for such models.
+    uses_validation: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, X: Any, y: Any, groups: Any = None) -> "Classifier":

@@ -681,6 +681,7 @@ class TorchClassifier(Classifier):
 
     name: ClassVar[str] = ""
     input_kind: ClassVar[str] = ""
+    uses_validation: ClassVar[bool] = True
 
     def __init__(
         self,
