@@ -216,6 +216,19 @@ def test_raw_body_matches_predict_file(client, predictor, clips, key: str, conte
     _same_prediction(response.json(), predictor.predict_file(clips[key]), source="upload")
 
 
+@pytest.mark.parametrize(("name", "content_type"), [("m4a", "audio/x-m4a"), ("webm", "audio/webm"), ("mp4", "video/mp4")])
+def test_phone_and_browser_recordings_are_accepted(client, predictor, tmp_path, name: str, content_type: str) -> None:
+    """Voice memos (AAC in MP4) and MediaRecorder output (Opus in WebM) once got 415."""
+    from tests.encoded_audio import write_format
+
+    path, _, _ = write_format(tmp_path / f"memo.{name}", name, seconds=2.0)
+    response = client.post("/predict", content=path.read_bytes(), headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    _same_prediction(response.json(), predictor.predict_file(path), source="upload")
+    form = client.post("/predict", files={"file": (path.name, path.read_bytes(), content_type)})
+    assert form.status_code == 200 and form.json()["label"] == response.json()["label"]
+
+
 def test_segments_timeline(client, predictor, clips) -> None:
     body = client.post("/predict", content=clips["long"], headers={"Content-Type": "audio/x-wav"}).json()
     expected = predictor.predict_file(clips["long"])

@@ -73,9 +73,12 @@ RAW_CONTENT_TYPES: frozenset[str] = frozenset(
     {
         "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave",
         "audio/flac", "audio/x-flac",
-        "audio/ogg",
+        "audio/ogg", "audio/opus",
         "audio/mpeg", "audio/mp3",
         "audio/aiff", "audio/x-aiff",
+        # what phones and browsers record: voice memos (AAC in MP4), MediaRecorder (Opus in WebM)
+        "audio/mp4", "audio/m4a", "audio/x-m4a", "audio/aac", "video/mp4",
+        "audio/webm", "video/webm",
         "application/octet-stream",
     }
 )
@@ -771,7 +774,7 @@ PAGE = r"""<!doctype html>
   <section class="card">
     <h2>Audio</h2>
     <div class="row">
-      <input id="file" type="file" accept="audio/*,.wav,.flac,.ogg,.mp3,.aif,.aiff">
+      <input id="file" type="file" accept="audio/*,.wav,.flac,.ogg,.opus,.mp3,.m4a,.aac,.mp4,.webm,.aif,.aiff">
       <button id="submit" class="primary" type="button" disabled>Predict</button>
       <button id="record" class="secondary" type="button">● Record</button>
     </div>
