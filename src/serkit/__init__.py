@@ -1,12 +1,53 @@
 """serkit: speech emotion recognition on self-supervised speech representations.
 
-The top-level namespace stays small and cheap to import; everything else lives in its
-sub-module (`serkit.audio`, `serkit.datasets`, `serkit.schema`, ...).
+The few names a user needs are here; everything else lives in its sub-module
+(`serkit.audio`, `serkit.features`, `serkit.models`, `serkit.splits`, ...). Names from heavy
+modules are imported on first use, so ``import serkit`` stays fast.
+
+Example::
+
+    import serkit
+
+    predictor = serkit.Predictor.load("runs/demo/whisper_svm/model")
+    print(predictor.predict_file("clip.wav").label)
+    [result] = serkit.run_recipe("recipes/emovo_baselines.toml", variants=["whisper_svm"])
+    print(result.metrics["overall"]["ua"]["mean"])
 """
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
 from serkit.audio import PAPER_SPEC, AudioError, AudioSpec  # noqa: E402
-from serkit.schema import ManifestError, read_manifest  # noqa: E402
 
-__all__ = ["PAPER_SPEC", "AudioError", "AudioSpec", "ManifestError", "__version__", "read_manifest"]
+#: Public name -> the module that defines it (imported when the name is first used).
+_LAZY = {
+    "ManifestError": "serkit.schema",  # pandas: imported when first used
+    "read_manifest": "serkit.schema",
+    "Predictor": "serkit.inference",
+    "Prediction": "serkit.inference",
+    "run_recipe": "serkit.experiment",
+    "load_recipe": "serkit.experiment",
+    "RunResult": "serkit.experiment",
+    "RecipeError": "serkit.experiment",
+    "load_model": "serkit.models.io",
+    "save_model": "serkit.models.io",
+    "build_model": "serkit.models.base",
+    "build_extractor": "serkit.features.base",
+    "SpeakerNorm": "serkit.transforms",
+}
+
+__all__ = ["PAPER_SPEC", "AudioError", "AudioSpec", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'serkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
