@@ -242,3 +242,37 @@ def test_cli_csv_and_table_show_warnings(model, recordings, capsys) -> None:
     table = capsys.readouterr().out.splitlines()
     quiet = next(i for i, line in enumerate(table) if line.startswith(files[1]))
     assert table[quiet + 1].startswith("  warning (near_silent): almost no sound")
+
+
+def test_decoding_findings_travel_with_predictions(model, tmp_path, capsys) -> None:
+    """A WAV whose header lied (sizes 0) is predicted with a ``header`` warning, not only a log line.
+
+    Collected per thread (`serkit.audio.collect_notes`), so concurrent reads keep their own.
+    """
+    import struct
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serkit.inference import Predictor
+
+    voice = model[1]
+    pcm = (voice * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, SR, 2 * SR, 2, 16)
+    killed = tmp_path / "killed.wav"
+    killed.write_bytes(b"RIFF" + bytes(4) + b"WAVE" + b"fmt " + fmt + b"data" + bytes(4) + pcm)
+    clean = tmp_path / "clean.wav"
+    sf.write(clean, voice, SR, subtype="PCM_16")
+    predictor = Predictor.load(model[0])
+    with pytest.warns(UserWarning, match="header lied"):
+        prediction = predictor.predict_file(killed)
+    assert prediction.error is None and _codes(prediction.warnings) == ["header"]
+    assert "header lied" in prediction.warnings[0].message
+    with pytest.warns(UserWarning, match="header lied"):
+        both = predictor.predict_files([killed, clean])
+    assert [_codes(p.warnings) for p in both] == [["header"], []]
+    with pytest.warns(UserWarning, match="header lied"), ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(predictor.predict_file, [killed, clean] * 4))
+    assert [_codes(p.warnings) for p in results] == [["header"], []] * 4
+    with pytest.warns(UserWarning, match="header lied"):
+        assert main(["predict", str(model[0]), str(killed), "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["predictions"]
+    assert [w["code"] for w in row["warnings"]] == ["header"]

@@ -229,6 +229,18 @@ def test_phone_and_browser_recordings_are_accepted(client, predictor, tmp_path, 
     assert form.status_code == 200 and form.json()["label"] == response.json()["label"]
 
 
+@pytest.mark.filterwarnings("ignore::serkit.audio.HeaderWarning")  # issued in the server's thread
+def test_decoding_warnings_reach_the_client(client, clips) -> None:
+    """A WAV whose header says 0 bytes (a killed recorder) is answered with a ``header`` warning."""
+    raw = bytearray(clips["angry"])
+    data = raw.index(b"data")
+    raw[4:8] = raw[data + 4 : data + 8] = bytes(4)
+    response = client.post("/predict", content=bytes(raw), headers={"Content-Type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    assert [w["code"] for w in response.json()["warnings"]] == ["header"]
+    assert client.post("/predict", content=clips["angry"], headers={"Content-Type": "audio/wav"}).json()["warnings"] == []
+
+
 def test_segments_timeline(client, predictor, clips) -> None:
     body = client.post("/predict", content=clips["long"], headers={"Content-Type": "audio/x-wav"}).json()
     expected = predictor.predict_file(clips["long"])

@@ -15,6 +15,7 @@ follows emits a `HeaderWarning` and the audio is read.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import math
 import os
@@ -66,6 +67,35 @@ class HeaderWarning(UserWarning):
 
 class DecodeWarning(UserWarning):
     """A compressed stream had a few undecodable packets (skipped) or unreadable trailing bytes."""
+
+
+#: Warnings about how a file was decoded, for the current thread / task (`collect_notes`).
+_NOTES: contextvars.ContextVar[list[tuple[type[Warning], str]] | None] = contextvars.ContextVar(
+    "serkit_audio_notes", default=None
+)
+
+
+@contextlib.contextmanager
+def collect_notes() -> Iterator[list[tuple[type[Warning], str]]]:
+    """Collect the `HeaderWarning` / `DecodeWarning` of reads inside the block, for this thread.
+
+    The warnings are still issued; this also hands them to the caller (as ``(category,
+    message)`` pairs), so a prediction can carry them. Context-local, hence safe in threads
+    and asyncio tasks, unlike `warnings.catch_warnings`.
+    """
+    token = _NOTES.set([])
+    try:
+        yield _NOTES.get()  # type: ignore[misc]
+    finally:
+        _NOTES.reset(token)
+
+
+def notify(message: str, category: type[Warning], stacklevel: int = 2) -> None:
+    """Issue a decoding warning and record it for an enclosing `collect_notes`."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.append((category, message))
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 @dataclass(frozen=True)
@@ -453,7 +483,7 @@ def _repair_zero_sized_wav(handle: BinaryIO, start: int, label: str, max_duratio
     handle.seek(start)
     raw[4:8] = (len(raw) - 8).to_bytes(4, "little")
     raw[offset - 4 : offset] = data_bytes.to_bytes(4, "little")
-    warnings.warn(
+    notify(
         f"{label}: the WAV header lied: its RIFF and data sizes say 0 bytes (a recorder stopped before "
         f"finishing the file); read the {frames / rate:.2f} s of audio that follow",
         HeaderWarning,

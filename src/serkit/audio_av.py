@@ -16,14 +16,13 @@ damaged MP3 frame) are skipped with a `serkit.audio.DecodeWarning`; more than 3 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 
-from serkit.audio import AudioError, DecodeWarning
+from serkit.audio import AudioError, DecodeWarning, notify
 
 __all__ = ["Decoded", "UnknownFormatError", "blocks", "decode"]
 
@@ -212,11 +211,11 @@ def _judge(damage: "_Damage", state: _State, label: str) -> None:
         raise AudioError(label, f"contains no samples (zero-length audio){reason}")
     seconds = state.frames / state.rate
     if damage.bad_packets:
-        warnings.warn(f"{label}: {damage.bad_packets} of {damage.packets} packet(s) could not be decoded "
-                      f"(the first at {damage.first}; {damage.reason}) and were skipped", DecodeWarning, stacklevel=5)
+        notify(f"{label}: {damage.bad_packets} of {damage.packets} packet(s) could not be decoded "
+               f"(the first at {damage.first}; {damage.reason}) and were skipped", DecodeWarning, stacklevel=5)
     if damage.cut_at is not None:
-        warnings.warn(f"{label}: the data ends with bytes FFmpeg cannot read ({damage.reason}); "
-                      f"read the {seconds:.2f} s before them", DecodeWarning, stacklevel=5)
+        notify(f"{label}: the data ends with bytes FFmpeg cannot read ({damage.reason}); "
+               f"read the {seconds:.2f} s before them", DecodeWarning, stacklevel=5)
 
 
 #: Undecodable packets tolerated (skipped, with a `DecodeWarning`): at most this many, or this

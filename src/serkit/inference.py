@@ -42,10 +42,10 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from serkit.audio import AudioError, AudioSpec, fix_length, preprocess, probe, read, stream
+from serkit.audio import AudioError, AudioSpec, collect_notes, fix_length, preprocess, probe, read, stream
 from serkit.features.base import Extractor, build_extractor, exports_onnx_encoder
 from serkit.models.io import ModelFormatError
-from serkit.quality import LevelMeter, QualityWarning, check, check_levels, model_min_duration
+from serkit.quality import LevelMeter, QualityWarning, check, check_levels, decoding_findings, model_min_duration
 
 __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_predictions", "segment_bounds"]
 
@@ -419,11 +419,15 @@ class Predictor:
             ValueError: The extractor or classifier rejected the clip (the message names it).
         """
         prepared = self._prepare(signal, sampling_rate, name, segments)
+        return self._predict_named(prepared, speaker)
+
+    def _predict_named(self, prepared: "_Prepared", speaker: str | None) -> Prediction:
+        """Predict one prepared input; a rejection by the extractor or classifier names it."""
         prepared.speaker = speaker
         try:
             return self._predict_prepared([prepared])[0]
         except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from exc
+            raise ValueError(f"{prepared.name}: {exc}") from exc
 
     def predict_file(
         self, source: Source, *, segments: bool = False, name: str | None = None, speaker: str | None = None
@@ -444,8 +448,8 @@ class Predictor:
             ValueError: The extractor or classifier rejected the clip.
         """
         label = _source_name(source, name)
-        signal, sampling_rate = self._read(source, label)
-        return self.predict_signal(signal, sampling_rate, segments=segments, name=label, speaker=speaker)
+        signal, sampling_rate, notes = self._read(source, label)
+        return self._predict_named(self._prepare(signal, sampling_rate, label, segments, notes), speaker)
 
     def predict_files(
         self,
@@ -492,6 +496,7 @@ class Predictor:
         segments: bool = False,
         names: Sequence[str] | None = None,
         speakers: Sequence[str | None] | None = None,
+        notes: Sequence[Sequence[QualityWarning]] | None = None,
     ) -> list[Prediction]:
         """Predict several decoded signals with batched extractor and classifier calls.
 
@@ -500,6 +505,8 @@ class Predictor:
             segments: Window every signal.
             names: Names of the inputs (default ``<signal N>``).
             speakers: Speaker of each signal (see `predict_signal`); default: none.
+            notes: Findings about how each signal was decoded, to pass on in its prediction's
+                ``warnings`` (`serkit.quality.decoding_findings`); default: none.
 
         Returns:
             One prediction per signal, in order; a signal that cannot be used has ``error``
@@ -512,9 +519,12 @@ class Predictor:
         labels = list(names) if names is not None else [f"<signal {i}>" for i in range(len(signals))]
         whose = list(speakers) if speakers is not None else [None] * len(signals)
         items: list[_Prepared | Prediction] = []
-        for (signal, sampling_rate), name, speaker in zip(signals, labels, whose):
+        found = list(notes) if notes is not None else [()] * len(signals)
+        if len(found) != len(signals):
+            raise ValueError(f"{len(found)} lists of notes for {len(signals)} signals")
+        for (signal, sampling_rate), name, speaker, noted in zip(signals, labels, whose, found):
             try:
-                items.append(self._prepare(signal, sampling_rate, name, segments))
+                items.append(self._prepare(signal, sampling_rate, name, segments, noted))
                 items[-1].speaker = speaker
             except AudioError as exc:
                 items.append(_refused(name, exc))
@@ -522,23 +532,34 @@ class Predictor:
 
     # ----------------------------------------------------------------- preparation
 
-    def _read(self, source: Source, label: str) -> tuple[np.ndarray, int]:
+    def _read(self, source: Source, label: str) -> tuple[np.ndarray, int, list[QualityWarning]]:
+        """Decode within the spec's limits; also what decoding had to warn about (``header``, ``damaged``)."""
         spec = self.audio_spec
-        return read(source, max_duration=spec.max_duration, min_duration=spec.min_duration, name=label)
+        with collect_notes() as notes:
+            signal, rate = read(source, max_duration=spec.max_duration, min_duration=spec.min_duration, name=label)
+        return signal, rate, decoding_findings(notes)
 
     def _try_prepare_file(self, path: Path, segments: bool, speaker: str | None = None) -> "_Prepared | Prediction":
         """Decode and window one file, or a failed prediction saying why not (a long file: predicted)."""
         try:
             if self._is_long(path):
-                return self._predict_streamed(path, segments, speaker)
-            signal, sampling_rate = self._read(path, str(path))
-            return self._prepare(signal, sampling_rate, str(path), segments)
+                with collect_notes() as notes:
+                    streamed = self._predict_streamed(path, segments, speaker)
+                streamed.warnings[:0] = decoding_findings(notes)
+                return streamed
+            signal, sampling_rate, notes = self._read(path, str(path))
+            return self._prepare(signal, sampling_rate, str(path), segments, notes)
         except AudioError as exc:
             return _refused(str(path), exc)
 
-    def _prepare(self, signal: np.ndarray, sampling_rate: int, name: str, segments: bool) -> _Prepared:
-        """Check quality, resample once at native length, cut the windows, fit each to the extractor's spec."""
-        found = check(signal, int(sampling_rate), min_duration=self.min_duration, name=name)
+    def _prepare(
+        self, signal: np.ndarray, sampling_rate: int, name: str, segments: bool, notes: Sequence[QualityWarning] = ()
+    ) -> _Prepared:
+        """Check quality, resample once at native length, cut the windows, fit each to the extractor's spec.
+
+        `notes` (decoding findings) come first in the item's warnings.
+        """
+        found = [*notes, *check(signal, int(sampling_rate), min_duration=self.min_duration, name=name)]
         spec = self.audio_spec
         native = preprocess(signal, int(sampling_rate), dataclasses.replace(spec, duration=None), name=name)
         rate = spec.sampling_rate
@@ -715,7 +736,7 @@ class Predictor:
         clips = []
         for source in sources:
             label = _source_name(source, None)
-            signal, rate = self._read(source, label)
+            signal, rate, _ = self._read(source, label)
             clips.extend(self._prepare(signal, rate, label, False).clips)
         rate = self.audio_spec.sampling_rate
         rows = []

@@ -17,6 +17,9 @@ When a warning becomes a refusal:
 * ``clipped``, warning: more than `CLIPPED_FRACTION` (0.1 %) of the samples lie in flat runs at
   full scale.
 * ``short``, warning: shorter than `SHORT_S` (1 s) but not shorter than the model's minimum.
+* ``header`` and ``damaged``, warnings from decoding (`decoding_findings`): a header that lied
+  about the data (a WAV saying 0 bytes) or a compressed stream with skipped, undecodable
+  packets or unreadable trailing bytes; what could be read was used.
 
 Near-silence and clipping stay warnings: such a recording still holds speech (quiet speech and
 broadcast audio are both real), the label is returned and the warning says how far to trust it.
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from serkit.audio import AudioError
+from serkit.audio import AudioError, DecodeWarning, HeaderWarning
 
 __all__ = [
     "ANALYSIS_WINDOW_S",
@@ -52,6 +55,7 @@ __all__ = [
     "assess_levels",
     "check",
     "check_levels",
+    "decoding_findings",
     "measure",
     "model_min_duration",
 ]
@@ -110,7 +114,7 @@ class QualityWarning:
 
     Attributes:
         code: Stable machine code: ``silent``, ``too_short``, ``near_silent``, ``clipped``,
-            ``short``.
+            ``short``, ``header``, ``damaged``.
         message: What is wrong and what to do, for people.
     """
 
@@ -368,3 +372,20 @@ def model_min_duration(extractor: Any) -> float:
     own = getattr(extractor, "min_samples", None)
     samples = int(own()) if callable(own) else 1
     return max(ANALYSIS_WINDOW_S, float(spec.min_duration), samples / spec.sampling_rate)
+
+
+#: Decoding warning class -> finding code.
+_DECODING_CODES = {HeaderWarning: "header", DecodeWarning: "damaged"}
+
+
+def decoding_findings(notes: list[tuple[type[Warning], str]]) -> list[QualityWarning]:
+    """The warnings of `serkit.audio.collect_notes` as findings (``header``, ``damaged``).
+
+    Args:
+        notes: ``(category, message)`` pairs recorded while reading one recording.
+
+    Returns:
+        One `QualityWarning` per note of a known category, in order.
+    """
+    return [QualityWarning(_DECODING_CODES[category], message) for category, message in notes
+            if category in _DECODING_CODES]

@@ -55,8 +55,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from serkit.audio import AudioError, read
+from serkit.audio import AudioError, collect_notes, read
 from serkit.connections import server_options
+from serkit.quality import decoding_findings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -334,6 +335,7 @@ class _Job:
     segments: bool
     future: asyncio.Future = field(repr=False)
     speaker: str | None = None
+    notes: list = field(default_factory=list)  # decoding findings (serkit.quality.decoding_findings)
 
 
 @dataclass
@@ -439,8 +441,10 @@ class _Batcher:
         signals = [signal for _, signal in members]
         names = [batch[i].name for i, _ in members]
         speakers = [batch[i].speaker for i, _ in members]
+        notes = [batch[i].notes for i, _ in members]
         try:
-            predictions = self.predictor.predict_signals(signals, segments=segmented, names=names, speakers=speakers)
+            predictions = self.predictor.predict_signals(signals, segments=segmented, names=names, speakers=speakers,
+                                                         notes=notes)
         except Exception:
             if len(members) == 1:
                 logger.exception("prediction of %s failed", names[0])
@@ -457,10 +461,13 @@ class _Batcher:
         groups: dict[bool, list[tuple[int, tuple[Any, int]]]] = {}
         for i, job in enumerate(batch):
             try:
-                signal = read(job.data, max_duration=spec.max_duration, min_duration=spec.min_duration, name=job.name)
+                with collect_notes() as notes:  # decoding findings travel with the prediction
+                    signal = read(job.data, max_duration=spec.max_duration, min_duration=spec.min_duration,
+                                  name=job.name)
             except AudioError as exc:
                 outcomes[i] = _Rejected(f"{job.name}: {exc.reason}")
                 continue
+            job.notes = decoding_findings(notes)
             groups.setdefault(job.segments, []).append((i, signal))
         for segmented, members in groups.items():
             for (i, _), outcome in zip(members, self._predict_group(members, segmented, batch)):
