@@ -189,9 +189,15 @@ def test_health_labels_and_page(client, predictor) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for element in ("file", "submit", "record", "label", "bars", "timeline", "error", "segments"):
         assert f'id="{element}"' in page.text
-    # Self-contained: nothing loaded from elsewhere, and the CSP forbids it anyway.
-    assert "http://" not in page.text and "https://" not in page.text and "<script src" not in page.text
-    assert "default-src 'none'" in page.headers["content-security-policy"]
+    # Nothing loaded from elsewhere, no inline code, and the CSP forbids both anyway.
+    script, styles = client.get("/page.js"), client.get("/page.css")
+    assert script.status_code == styles.status_code == 200
+    assert "javascript" in script.headers["content-type"] and "text/css" in styles.headers["content-type"]
+    for text in (page.text, script.text, styles.text):
+        assert "http://" not in text and "https://" not in text
+    assert '<script src="page.js">' in page.text and "<style" not in page.text and "getUserMedia" in script.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp and "script-src 'self' blob:" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would load a CDN's scripts
     assert "/predict" in client.get("/openapi.json").json()["paths"]

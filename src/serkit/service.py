@@ -18,7 +18,7 @@ Endpoints:
         uploads in progress (with Retry-After). An error answered before the body was read
         closes the connection.
     ``GET /health``, ``GET /labels``: model name, labels and limits.
-    ``GET /``: a self-contained page (inline CSS and JS) to upload or record audio.
+    ``GET /``: the upload / record page (``serkit/static``: index.html, page.css, page.js).
 
 Requests are decoded in memory only; a client's file name is never used as a path, it only
 appears, sanitised, as the prediction's ``source``. Concurrent requests wait in a bounded
@@ -624,10 +624,21 @@ def create_app(
         """The model's labels, in probability order."""
         return {"labels": labels}
 
+    page_files = _page_files()
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         """The upload / record page."""
-        return HTMLResponse(PAGE, headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-cache"})
+        return HTMLResponse(page_files["index.html"], headers={"Content-Security-Policy": _PAGE_CSP,
+                                                               "Cache-Control": "no-cache"})
+
+    @app.get("/page.css", include_in_schema=False)
+    async def page_css() -> Response:
+        return Response(page_files["page.css"], media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/page.js", include_in_schema=False)
+    async def page_js() -> Response:
+        return Response(page_files["page.js"], media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.post("/predict")
     async def predict(
@@ -658,12 +669,22 @@ def create_app(
     return app
 
 
-#: The page loads nothing from elsewhere; scripts and styles are inline, the recorder's
-#: AudioWorklet module is a blob: URL, the player plays blob: URLs.
+#: The page loads nothing from elsewhere: its script and styles come from this server (no
+#: inline code runs), the recorder's AudioWorklet module is a blob: URL, the player plays blob: URLs.
 _PAGE_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self' blob:; style-src 'self'; connect-src 'self'; "
     "media-src blob:; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+#: The page's files, shipped as package data in ``serkit/static``.
+_PAGE_FILES = ("index.html", "page.css", "page.js")
+
+
+def _page_files() -> dict[str, str]:
+    """The web page's HTML, CSS and JavaScript (read once per app)."""
+    from importlib.resources import files
+
+    folder = files("serkit") / "static"
+    return {name: (folder / name).read_text(encoding="utf-8") for name in _PAGE_FILES}
 
 
 def _version() -> str:
@@ -711,332 +732,3 @@ def run(
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, ws="none", server_header=False, proxy_headers=False, **options
     )
-
-
-# --------------------------------------------------------------------------- the page
-
-#: The whole web page: no external resources (see `_PAGE_CSP`).
-PAGE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>serkit · speech emotion recognition</title>
-<style>
-  :root { --fg: #1d2330; --muted: #667085; --line: #e4e7ec; --bg: #f5f6f8; --card: #fff; --accent: #3559e0; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); }
-  main { max-width: 760px; margin: 0 auto; padding: 28px 18px 40px; }
-  header h1 { margin: 0; font-size: 22px; letter-spacing: .2px; }
-  header p { margin: 2px 0 0; color: var(--muted); }
-  .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin-top: 18px; }
-  .card h2 { margin: 0 0 12px; font-size: 13px; text-transform: uppercase; letter-spacing: .6px; color: var(--muted); }
-  .row { display: flex; flex-wrap: wrap; gap: 10px; align-items: center; }
-  input[type=file] { flex: 1 1 260px; min-width: 0; padding: 7px; border: 1px dashed #b9c0cc; border-radius: 8px; background: #fafbfc; }
-  button { font: inherit; padding: 8px 16px; border-radius: 8px; border: 1px solid var(--accent); cursor: pointer; }
-  button.primary { background: var(--accent); color: #fff; }
-  button.secondary { background: #fff; color: var(--accent); }
-  button:disabled { opacity: .5; cursor: default; }
-  button.recording { background: #d92d20; border-color: #d92d20; color: #fff; }
-  label.check { color: var(--muted); user-select: none; }
-  #status { min-height: 1.4em; margin-top: 10px; color: var(--muted); }
-  #error { margin-top: 10px; padding: 9px 12px; border-radius: 8px; background: #fef3f2; color: #b42318; border: 1px solid #fecdca; }
-  audio { width: 100%; margin-top: 12px; }
-  .verdict { display: flex; align-items: baseline; gap: 12px; flex-wrap: wrap; }
-  #label { font-size: 30px; font-weight: 700; text-transform: capitalize; }
-  #label .chip { display: inline-block; width: 14px; height: 14px; border-radius: 4px; margin-right: 8px; vertical-align: 3px; }
-  #summary { color: var(--muted); }
-  #warnings { flex-basis: 100%; list-style: none; margin: 2px 0 0; padding: 0; display: grid; gap: 6px; }
-  #warnings li { padding: 7px 11px; border-radius: 8px; background: #fffaeb; color: #93370d; border: 1px solid #fedf89; }
-  #warnings li::before { content: "\26A0\FE0F  "; }
-  #bars { margin-top: 14px; display: grid; gap: 7px; }
-  .bar { display: grid; grid-template-columns: 92px 1fr 52px; gap: 10px; align-items: center; }
-  .bar .name { text-transform: capitalize; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-  .bar .track { height: 16px; background: #eef0f3; border-radius: 5px; overflow: hidden; }
-  .bar .fill { height: 100%; border-radius: 5px; transition: width .35s ease; }
-  .bar .pct { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
-  .bar.top .name, .bar.top .pct { font-weight: 600; color: var(--fg); }
-  #timeline { display: flex; height: 42px; border-radius: 7px; overflow: hidden; border: 1px solid var(--line); }
-  .seg { display: flex; align-items: center; justify-content: center; min-width: 0; color: #fff; font-size: 12px; font-weight: 600;
-         text-transform: capitalize; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; padding: 0 4px;
-         border-right: 1px solid rgba(255,255,255,.6); }
-  .seg:last-child { border-right: 0; }
-  #axis { position: relative; height: 18px; margin-top: 4px; color: var(--muted); font-size: 12px; font-variant-numeric: tabular-nums; }
-  #axis span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
-  #axis span:first-child { transform: none; }
-  #axis span:last-child { transform: translateX(-100%); }
-  #legend { display: flex; flex-wrap: wrap; gap: 6px 14px; margin-top: 10px; color: var(--muted); font-size: 13px; }
-  #legend i { display: inline-block; width: 10px; height: 10px; border-radius: 3px; margin-right: 5px; }
-  [hidden] { display: none !important; }
-  footer { margin-top: 18px; color: var(--muted); font-size: 12px; text-align: center; }
-</style>
-</head>
-<body>
-<main>
-  <header>
-    <h1>serkit · speech emotion recognition</h1>
-    <p>Model <b id="model">…</b> · labels <span id="labels">…</span></p>
-  </header>
-
-  <section class="card">
-    <h2>Audio</h2>
-    <div class="row">
-      <input id="file" type="file" accept="audio/*,.wav,.flac,.ogg,.opus,.mp3,.m4a,.aac,.mp4,.webm,.aif,.aiff">
-      <button id="submit" class="primary" type="button" disabled>Predict</button>
-      <button id="record" class="secondary" type="button">● Record</button>
-    </div>
-    <div class="row" style="margin-top:10px">
-      <label class="check"><input id="segments" type="checkbox"> show the timeline for short clips too</label>
-    </div>
-    <div id="status" aria-live="polite"></div>
-    <div id="error" role="alert" hidden></div>
-    <audio id="player" controls hidden></audio>
-  </section>
-
-  <section id="result" class="card" hidden>
-    <h2>Prediction</h2>
-    <div class="verdict"><div id="label"></div><div id="summary"></div><ul id="warnings" aria-label="quality warnings" hidden></ul></div>
-    <div id="bars"></div>
-  </section>
-
-  <section id="timeline-card" class="card" hidden>
-    <h2>Timeline</h2>
-    <div id="timeline"></div>
-    <div id="axis"></div>
-    <div id="legend"></div>
-  </section>
-  <footer>Audio is decoded in memory and not stored.</footer>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const KNOWN = { angry: "#d92d20", anger: "#d92d20", happy: "#f79009", happiness: "#f79009", joy: "#f79009",
-  sad: "#2e6fd8", sadness: "#2e6fd8", neutral: "#7a8699", fear: "#7a4cc2", fearful: "#7a4cc2",
-  surprise: "#0e9384", surprised: "#0e9384", disgust: "#4c8c2b", disgusted: "#4c8c2b", calm: "#3ba7c9" };
-const PALETTE = ["#3559e0", "#e04f8a", "#12a594", "#c27c0e", "#8e44ad", "#5d6b82", "#d14d2b", "#2f9e44"];
-const state = { labels: [], maxBytes: 20 * 1024 * 1024, blob: null, name: null, busy: false, rec: null };
-
-function colour(label) {
-  const key = String(label).toLowerCase();
-  if (KNOWN[key]) return KNOWN[key];
-  const i = state.labels.indexOf(label);
-  return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
-}
-function setStatus(text) { $("status").textContent = text || ""; }
-function showError(text) { const e = $("error"); e.textContent = text || ""; e.hidden = !text; }
-function percent(p) { return (100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1) + "%"; }
-function seconds(s) { return s < 10 ? s.toFixed(1) + " s" : Math.round(s) + " s"; }
-function refresh() { $("submit").disabled = state.busy || !state.blob || !!state.rec; }
-
-async function init() {
-  try {
-    const r = await fetch("health");
-    const info = await r.json();
-    state.labels = info.labels || [];
-    state.maxBytes = info.max_upload_bytes || state.maxBytes;
-    $("model").textContent = info.model;
-    $("labels").textContent = state.labels.join(", ");
-  } catch (err) { showError("Cannot reach the service: " + err); }
-}
-
-function choose(blob, name) {
-  state.blob = blob; state.name = name;
-  const player = $("player");
-  if (player.src) URL.revokeObjectURL(player.src);
-  player.src = URL.createObjectURL(blob); player.hidden = false;
-  showError("");
-  refresh();
-}
-
-$("file").addEventListener("change", () => {
-  const f = $("file").files[0];
-  if (!f) { state.blob = null; refresh(); return; }
-  if (f.size > state.maxBytes) { showError(`The file is ${(f.size / 1048576).toFixed(1)} MiB; the limit is ${(state.maxBytes / 1048576).toFixed(1)} MiB.`); state.blob = null; refresh(); return; }
-  choose(f, f.name);
-  setStatus(`${f.name} · ${(f.size / 1024).toFixed(0)} KiB`);
-});
-
-$("submit").addEventListener("click", async () => {
-  if (!state.blob || state.busy) return;
-  state.busy = true; refresh(); showError(""); setStatus("Analysing…");
-  const form = new FormData();
-  form.append("file", state.blob, state.name || "audio.wav");
-  const t0 = performance.now();
-  try {
-    const r = await fetch("predict?segments=" + $("segments").checked, { method: "POST", body: form });
-    let body = null;
-    try { body = await r.json(); } catch (_) { body = null; }
-    if (!r.ok) {
-      const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : r.statusText;
-      throw new Error(`${r.status}: ${detail}`);
-    }
-    render(body);
-    setStatus(`Done in ${Math.round(performance.now() - t0)} ms.`);
-  } catch (err) {
-    // an earlier prediction must not stand beside this error as if it were the answer
-    $("result").hidden = true; $("timeline-card").hidden = true;
-    setStatus(""); showError(String(err.message || err));
-  } finally { state.busy = false; refresh(); }
-});
-
-function render(p) {
-  const label = $("label");
-  label.replaceChildren();
-  const chip = document.createElement("span");
-  chip.className = "chip"; chip.style.background = colour(p.label);
-  label.append(chip, document.createTextNode(p.label));
-  label.dataset.label = p.label;
-  const top = p.probabilities[p.label] || 0;
-  $("summary").textContent = `${percent(top)} · ${seconds(p.duration)} · ${p.source}`;
-  // quality warnings (silence, clipping, short audio) beside the label: how far to trust it
-  const warnings = $("warnings");
-  warnings.replaceChildren();
-  for (const w of p.warnings || []) {
-    const item = document.createElement("li");
-    item.dataset.code = w.code; item.textContent = w.message;
-    warnings.append(item);
-  }
-  warnings.hidden = !warnings.children.length;
-  const bars = $("bars");
-  bars.replaceChildren();
-  const order = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);
-  for (const [name, prob] of order) {
-    const row = document.createElement("div");
-    row.className = "bar" + (name === p.label ? " top" : "");
-    row.dataset.label = name;
-    const n = document.createElement("span"); n.className = "name"; n.textContent = name;
-    const track = document.createElement("div"); track.className = "track";
-    const fill = document.createElement("div"); fill.className = "fill";
-    fill.style.background = colour(name); fill.style.width = "0%";
-    track.append(fill);
-    const pct = document.createElement("span"); pct.className = "pct"; pct.textContent = percent(prob);
-    row.append(n, track, pct);
-    bars.append(row);
-    requestAnimationFrame(() => { fill.style.width = (100 * prob).toFixed(2) + "%"; });
-  }
-  $("result").hidden = false;
-  renderTimeline(p);
-}
-
-function renderTimeline(p) {
-  const card = $("timeline-card"), line = $("timeline"), axis = $("axis"), legend = $("legend");
-  line.replaceChildren(); axis.replaceChildren(); legend.replaceChildren();
-  const segs = p.segments || [];
-  if (!segs.length || !(p.duration > 0)) { card.hidden = true; return; }
-  // Windows overlap: give each the stretch nearer its own centre than its neighbours'.
-  const cuts = [0];
-  for (let i = 1; i < segs.length; i++) cuts.push((segs[i].start + segs[i - 1].end) / 2);
-  cuts.push(p.duration);
-  segs.forEach((s, i) => {
-    const block = document.createElement("div");
-    block.className = "seg";
-    block.dataset.label = s.label;
-    block.style.flex = `${Math.max(cuts[i + 1] - cuts[i], 0.001)} 1 0`;
-    block.style.background = colour(s.label);
-    block.textContent = s.label;
-    block.title = `${s.start.toFixed(1)}–${s.end.toFixed(1)} s: ${s.label} ${percent(s.probabilities[s.label] || 0)}`;
-    line.append(block);
-  });
-  const ticks = 4;
-  for (let k = 0; k <= ticks; k++) {
-    const t = document.createElement("span");
-    t.style.left = (100 * k / ticks) + "%";
-    t.textContent = seconds(p.duration * k / ticks);
-    axis.append(t);
-  }
-  for (const name of new Set(segs.map((s) => s.label))) {
-    const item = document.createElement("span");
-    const dot = document.createElement("i"); dot.style.background = colour(name);
-    item.append(dot, document.createTextNode(`${name} (${segs.filter((s) => s.label === name).length})`));
-    legend.append(item);
-  }
-  card.hidden = false;
-}
-
-// ---- recording: capture PCM with an AudioWorklet (ScriptProcessor as a fallback) and
-// encode 16-bit WAV here, since MediaRecorder's webm/opus is not readable by libsndfile.
-const WORKLET = `class Capture extends AudioWorkletProcessor {
-  process(inputs) { const ch = inputs[0] && inputs[0][0]; if (ch) this.port.postMessage(ch.slice(0)); return true; }
-}
-registerProcessor("serkit-capture", Capture);`;
-
-async function startRecording() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) throw new Error("this browser cannot record (no getUserMedia; use https or localhost)");
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
-  const ctx = new AudioContext();
-  const source = ctx.createMediaStreamSource(stream);
-  const chunks = [];
-  let node;
-  if (ctx.audioWorklet && window.AudioWorkletNode) {
-    const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
-    await ctx.audioWorklet.addModule(url);
-    URL.revokeObjectURL(url);
-    node = new AudioWorkletNode(ctx, "serkit-capture");
-    node.port.onmessage = (e) => chunks.push(e.data);
-  } else {
-    node = ctx.createScriptProcessor(4096, 1, 1);
-    node.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
-  }
-  source.connect(node);
-  node.connect(ctx.destination);  // keeps the node pulled; it outputs silence
-  // Stay under the upload limit: 2 bytes per sample plus the header.
-  const maxSeconds = Math.min(600, Math.floor((state.maxBytes - 1024) / (2 * ctx.sampleRate)));
-  const started = performance.now();
-  const timer = setInterval(() => {
-    const s = (performance.now() - started) / 1000;
-    setStatus(`Recording… ${s.toFixed(0)} s (stop with ■)`);
-    if (s >= maxSeconds) stopRecording();
-  }, 250);
-  state.rec = { stream, ctx, source, node, chunks, timer };
-}
-
-async function stopRecording() {
-  const rec = state.rec;
-  if (!rec) return;
-  state.rec = null;
-  clearInterval(rec.timer);
-  rec.source.disconnect(); rec.node.disconnect();
-  rec.stream.getTracks().forEach((t) => t.stop());
-  const rate = rec.ctx.sampleRate;
-  await rec.ctx.close();
-  $("record").textContent = "● Record"; $("record").classList.remove("recording");
-  const wav = encodeWav(rec.chunks, rate);
-  const secs = (wav.size - 44) / 2 / rate;
-  if (secs < 0.2) { setStatus(""); showError("The recording is empty; allow the microphone and try again."); refresh(); return; }
-  $("file").value = "";  // the recording replaces any chosen file
-  choose(wav, "recording.wav");
-  setStatus(`Recorded ${seconds(secs)}; analysing…`);
-  $("submit").click();
-}
-
-function encodeWav(chunks, rate) {
-  const n = chunks.reduce((a, c) => a + c.length, 0);
-  const buf = new ArrayBuffer(44 + 2 * n), v = new DataView(buf);
-  const text = (o, s) => { for (let i = 0; i < s.length; i++) v.setUint8(o + i, s.charCodeAt(i)); };
-  text(0, "RIFF"); v.setUint32(4, 36 + 2 * n, true); text(8, "WAVE");
-  text(12, "fmt "); v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true);
-  v.setUint32(24, rate, true); v.setUint32(28, rate * 2, true); v.setUint16(32, 2, true); v.setUint16(34, 16, true);
-  text(36, "data"); v.setUint32(40, 2 * n, true);
-  let o = 44;
-  for (const c of chunks) for (let i = 0; i < c.length; i++, o += 2) {
-    const s = Math.max(-1, Math.min(1, c[i]));
-    v.setInt16(o, s < 0 ? s * 0x8000 : s * 0x7fff, true);
-  }
-  return new Blob([buf], { type: "audio/wav" });
-}
-
-$("record").addEventListener("click", async () => {
-  if (state.rec) { await stopRecording(); return; }
-  showError("");
-  try {
-    await startRecording();
-    $("record").textContent = "■ Stop"; $("record").classList.add("recording");
-    refresh();
-  } catch (err) { state.rec = null; showError("Recording failed: " + (err.message || err)); }
-});
-
-init();
-</script>
-</body>
-</html>
-"""
