@@ -648,3 +648,22 @@ def test_models_declare_whether_they_use_validation_rows() -> None:
 
     assert {name: model_class(name).uses_validation for name in ("cnn", "efficientnet", "pooled", "svm")} == {
         "cnn": True, "efficientnet": True, "pooled": True, "svm": False}
+
+
+def test_model_json_keeps_hyper_parameters_not_runtime_settings(tmp_path: Path) -> None:
+    """checkpoint folder, devices and progress once went into model.json as hyper-parameters."""
+    from serkit.audio import AudioSpec
+    from serkit.features import build_extractor
+
+    model, kind = tiny_model("pooled-layer_sum", checkpoint_dir=str(tmp_path / "ckpt"), progress=False, num_threads=1)
+    X, y, _ = tiny_data(kind)
+    model.fit(X, y)
+    extractor = build_extractor({"kind": "mfcc"}, AudioSpec(duration=3.0))
+    folder = save_model(model, tmp_path / "m", audio_spec=extractor.spec, features=extractor.identity())
+    meta = json.loads((folder / "model.json").read_text())
+    assert not set(meta["params"]) & {"checkpoint_dir", "progress", "num_threads", "devices", "accelerator", "strategy"}
+    assert meta["params"]["lr"] == model.lr and meta["params"]["max_epochs"] == 2
+    assert meta["audio_spec"] is None and meta["features"]["audio_spec"]["duration"] == 3.0  # stored once
+    saved = load_model(folder)
+    assert saved.audio_spec == extractor.spec and saved.model.checkpoint_dir is None
+    np.testing.assert_allclose(saved.model.predict_proba(X), model.predict_proba(X), atol=1e-6)

@@ -44,6 +44,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
     #: Whether ``fit`` takes ``validation=(X, y)`` rows (early stopping on held-out speakers);
     #: the experiment draws validation speakers only for such models.
     uses_validation: ClassVar[bool] = False
+    #: Settings of how a fit runs (where, on what, how verbosely), not of what it learns:
+    #: `serkit.models.io.save_model` keeps them out of model.json.
+    runtime_params: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def fit(self, X: Any, y: Any, groups: Any = None) -> "Classifier":

@@ -102,14 +102,17 @@ def save_model(
     staging = make_temp_dir(folder.parent, f".{folder.name}.saving-")  # not mkdtemp: its 0700 becomes the model's
     try:
         state = _json_safe(model.save_state(staging), f"{model.name} state")
+        params = {k: v for k, v in model.get_params(deep=False).items() if k not in model.runtime_params}
+        spec = audio_spec.to_dict() if audio_spec is not None else None
         meta = {
             "format_version": FORMAT_VERSION,
             "model": model.name,
             "input_kind": model.input_kind,
-            "params": _json_safe(model.get_params(deep=False), f"{model.name} hyper-parameters"),
+            "params": _json_safe(params, f"{model.name} hyper-parameters"),  # runtime settings left out
             "labels": [str(c) for c in model.classes_],
             "state": state,
-            "audio_spec": audio_spec.to_dict() if audio_spec is not None else None,
+            # once: under features when the extractor's identity already holds it
+            "audio_spec": None if features is not None and features.get("audio_spec") == spec else spec,
             "features": _json_safe(features, "features") if features is not None else None,
             "fingerprint": fingerprint,
             "versions": library_versions(),
@@ -181,7 +184,8 @@ def load_model(folder: str | os.PathLike) -> SavedModel:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFormatError(f"{folder}: cannot load the weights of {meta['model']!r} ({exc})") from None
     try:
-        spec = AudioSpec.from_dict(meta["audio_spec"]) if meta.get("audio_spec") else None
+        recorded = meta.get("audio_spec") or (meta.get("features") or {}).get("audio_spec")
+        spec = AudioSpec.from_dict(recorded) if recorded else None
     except (ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: bad audio_spec ({exc})") from None
     return SavedModel(

@@ -267,6 +267,7 @@ class SVMClassifier(Classifier):
 
     name: ClassVar[str] = "svm"
     input_kind: ClassVar[str] = "functionals"  # the default; instances keep their hyper-parameter
+    runtime_params: ClassVar[tuple[str, ...]] = ("n_jobs",)
 
     def __init__(
         self,

@@ -682,6 +682,8 @@ class TorchClassifier(Classifier):
     name: ClassVar[str] = ""
     input_kind: ClassVar[str] = ""
     uses_validation: ClassVar[bool] = True
+    runtime_params: ClassVar[tuple[str, ...]] = (
+        "accelerator", "devices", "strategy", "checkpoint_dir", "progress", "num_threads")
 
     def __init__(
         self,
