@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import json
 import logging
 import time
@@ -340,19 +343,29 @@ def test_save_model_replaces_a_folder_atomically(fitted: tuple[SVMClassifier, np
 def emovo_egemaps(shared_data: Path) -> pd.DataFrame:
     """eGeMAPS functionals of all 588 EMOVO clips (about 35 s on 1 core; extracted once per session)."""
     pytest.importorskip("opensmile")
-    from serkit import audio
     from serkit.datasets import prepare
-    from serkit.features import build_extractor
 
     if not (shared_data / "emovo").is_dir():
         pytest.skip("EMOVO not in the shared data")
     manifest = prepare("emovo", shared_data / "emovo")
-    extractor = build_extractor({"kind": "opensmile"})
-    rate = extractor.spec.sampling_rate
     started = time.perf_counter()
-    manifest["x"] = [extractor.extract(audio.load(p, extractor.spec), rate)["functionals"] for p in manifest["path"]]
+    paths = [str(p) for p in manifest["path"]]
+    halves = [paths[: len(paths) // 2], paths[len(paths) // 2 :]]
+    # openSMILE runs on one core: two processes halve the wait on a 2-core machine
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        manifest["x"] = [row for part in pool.map(_egemaps_of, halves) for row in part]
     log.info("EMOVO eGeMAPS: %d clips in %.1f s", len(manifest), time.perf_counter() - started)
     return manifest
+
+
+def _egemaps_of(paths: list[str]) -> list[np.ndarray]:
+    """eGeMAPS functionals of each file (run in a worker process)."""
+    from serkit import audio
+    from serkit.features import build_extractor
+
+    extractor = build_extractor({"kind": "opensmile"})
+    rate = extractor.spec.sampling_rate
+    return [extractor.extract(audio.load(p, extractor.spec), rate)["functionals"] for p in paths]
 
 
 @pytest.mark.slow
@@ -371,3 +384,25 @@ def test_emovo_leave_one_speaker_out(emovo_egemaps: pd.DataFrame, record_propert
     record_property("emovo_loso_ua", {"per_fold": per_fold, "mean": mean})
     print(f"EMOVO LOSO UA per speaker {per_fold}; mean {mean:.3f}")  # shown with -s / -rP
     assert len(per_fold) == 6 and mean > 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_emovo_speaker_normalisation_lifts_unseen_speakers(emovo_egemaps: pd.DataFrame) -> None:
+    """Each speaker z-scored with their own statistics (transductive, label-free): 0.361 -> 0.435 UA.
+
+    The recipe variant `egemaps_svm_speaker_norm` of recipes/emovo_baselines.toml measured 0.435
+    (folds 0.276-0.633); the bound leaves room for the SVM's inner-CV draw.
+    """
+    from serkit.transforms import SpeakerNorm
+
+    table = emovo_egemaps
+    X, y, g = np.stack(table["x"]), table["label"].to_numpy(), table["speaker"].to_numpy().astype(str)
+    per_fold = []
+    for speaker in sorted(set(g)):
+        test = g == speaker
+        norm = SpeakerNorm().fit(X[~test], g[~test])
+        own = {speaker: norm.speaker_statistics(X[test])}
+        model = build_model("svm").fit(norm.transform(X[~test], g[~test]), y[~test], groups=g[~test])
+        per_fold.append(balanced_accuracy_score(y[test], model.predict(norm.transform(X[test], g[test], own))))
+    assert float(np.mean(per_fold)) >= 0.42, per_fold
