@@ -674,26 +674,32 @@ def stream(
             warnings.warn(f"{label}: all samples are zero (silent audio)", SilentAudioWarning, stacklevel=2)
 
 
-def fix_length(signal: np.ndarray, num_samples: int, crop: str = "start") -> np.ndarray:
-    """Zero-pad at the end or cut a 1-D signal to exactly `num_samples`.
+def fix_length(signal: np.ndarray, num_samples: int, crop: str = "start", *, axis: int = -1) -> np.ndarray:
+    """Zero-pad at the end or cut an array to exactly `num_samples` along one axis.
+
+    The one pad/cut of serkit: samples of a signal (the last axis) and frames of a feature map
+    (``axis=-2``: the experiment's stacking, the Predictor's, an encoder's frame maps).
 
     Args:
-        signal: 1-D samples.
+        signal: Samples (or a frame map).
         num_samples: Target length.
         crop: ``"start"`` keeps the beginning of a longer signal, ``"center"`` the middle.
+        axis: The axis to fix.
 
     Returns:
-        A new array of length `num_samples`.
+        A new contiguous array, `num_samples` long on `axis`.
     """
-    n = signal.shape[-1]
+    moved = np.moveaxis(signal, axis, -1)
+    n = moved.shape[-1]
     if n == num_samples:
-        return signal.copy()
-    if n < num_samples:
-        out = np.zeros(signal.shape[:-1] + (num_samples,), dtype=signal.dtype)
-        out[..., :n] = signal
-        return out
-    start = 0 if crop == "start" else (n - num_samples) // 2
-    return signal[..., start : start + num_samples].copy()
+        out = moved.copy()
+    elif n < num_samples:
+        out = np.zeros(moved.shape[:-1] + (num_samples,), dtype=moved.dtype)
+        out[..., :n] = moved
+    else:
+        start = 0 if crop == "start" else (n - num_samples) // 2
+        out = moved[..., start : start + num_samples]
+    return np.ascontiguousarray(np.moveaxis(out, -1, axis))
 
 
 def preprocess(

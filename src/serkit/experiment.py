@@ -303,17 +303,11 @@ def recipe_extractors(path: str | os.PathLike, overrides: Sequence[str] = (), va
 
 def _fixed_length(arrays: list[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
     """Pad with zeros / cut along the time axis (-2) so frame maps stack; None = longest."""
+    from serkit.audio import fix_length
+
     lengths = [a.shape[-2] for a in arrays]
     target = min(max(lengths), max_frames) if max_frames else max(lengths)
-    out = []
-    for a in arrays:
-        if a.shape[-2] >= target:
-            out.append(a[..., :target, :])
-        else:
-            pad = [(0, 0)] * a.ndim
-            pad[-2] = (0, target - a.shape[-2])
-            out.append(np.pad(a, pad))
-    return out
+    return [a if a.shape[-2] == target else fix_length(a, target, axis=-2) for a in arrays]
 
 
 def load_features(cache: FeatureCache, utt_ids: Sequence[str], output: str, max_frames: int | None = None) -> np.ndarray:

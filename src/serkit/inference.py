@@ -851,11 +851,7 @@ def _stack(arrays: list[np.ndarray], input_kind: str) -> np.ndarray:
 
 def _fix_frames(array: np.ndarray, frames: int) -> np.ndarray:
     """Zero-pad at the end or cut the time axis (-2) to `frames`, as the experiment runner does."""
-    if array.shape[-2] >= frames:
-        return np.ascontiguousarray(array[..., :frames, :])
-    pad = [(0, 0)] * array.ndim
-    pad[-2] = (0, frames - array.shape[-2])
-    return np.pad(array, pad)
+    return fix_length(array, frames, axis=-2)
 
 
 def _load_classifier(model_dir: Path, info: _ModelInfo, backend: str) -> Any:

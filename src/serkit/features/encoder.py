@@ -85,8 +85,7 @@ def fix_frames(frames: np.ndarray, length: int | None) -> np.ndarray:
     """Zero-pad or cut a (layers, frames, dim) map on the frame axis; None keeps it."""
     if length is None or frames.shape[1] == length:
         return frames
-    moved = np.moveaxis(frames, 1, -1)  # fix_length works on the last axis
-    return np.ascontiguousarray(np.moveaxis(fix_length(moved, length), -1, 1))
+    return fix_length(frames, length, axis=1)
 
 
 def to_float16(array: np.ndarray, what: str) -> np.ndarray:
