@@ -254,7 +254,6 @@ class _LitValidated(_LitClassifier):
         return torch.cat(parts)
 
 
-
 def _unweighted_accuracy(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """Mean per-class recall over the classes present in `target` (UA)."""
     recalls = [float((predicted[target == c] == c).float().mean()) for c in torch.unique(target)]
@@ -295,7 +294,6 @@ def _check_launcher(trainer: pl.Trainer) -> None:
         )
 
 
-
 @contextlib.contextmanager
 def quiet_lightning(enabled: bool) -> Iterator[None]:
     """Hide Lightning's info lines (accelerator summary, 'max_epochs reached') for the block."""
@@ -311,7 +309,6 @@ def quiet_lightning(enabled: bool) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
 
 
 @contextlib.contextmanager
