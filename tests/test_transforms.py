@@ -83,13 +83,27 @@ def test_unknown_speakers_fall_back_to_global_statistics_with_a_warning(caplog) 
     assert "no statistics for speaker 'stranger'" in caplog.text
 
 
-def test_a_speakers_std_is_floored_by_the_global_one() -> None:
+def test_a_few_utterances_borrow_the_typical_within_speaker_spread(caplog) -> None:
+    """Five copies of one utterance have no spread: the training speakers' typical spread fills in.
+
+    Three random enrolment utterances once took a synthetic corpus to chance: dimensions that
+    happened to vary little in them were blown up. The variance is now pooled with the training
+    speakers' within-speaker variance as if that came from 10 utterances.
+    """
     X, _, g = speaker_data()
     norm = SpeakerNorm().fit(X, g)
-    constant = np.repeat(X[:1], 5, axis=0)  # one utterance five times: zero spread
+    constant = np.repeat(X[:1], 5, axis=0)
     stats = norm.speaker_statistics(constant)
-    np.testing.assert_allclose(stats.std, 0.01 * norm.global_.std, rtol=1e-6)
+    floored = 0.01 * norm.global_.std.astype(np.float64)  # no spread of its own: the 1 % floor
+    np.testing.assert_allclose(stats.std, np.sqrt((5 * floored**2 + 10 * norm.within_std_.astype(np.float64) ** 2) / 15),
+                               rtol=1e-5)
     assert np.all(np.isfinite(norm.apply(constant, stats)))
+    many = norm.speaker_statistics(X[g == "s0"])  # 30 utterances: mostly their own spread
+    own = X[g == "s0"].std(axis=0)
+    assert np.all(np.abs(many.std - own) <= np.abs(norm.within_std_ - own) + 1e-6)
+    with caplog.at_level(logging.WARNING, logger="serkit.transforms"):
+        norm.speaker_statistics(X[:3])
+    assert "only 3 utterance(s)" in caplog.text
 
 
 def test_saved_statistics_give_the_same_output(tmp_path: Path) -> None:

@@ -42,6 +42,13 @@ TEST_STATISTICS = ("transductive", "enrollment", "global")
 #: A speaker's standard deviation is floored at this fraction of the global one (1 %), so a dimension
 #: that hardly varies within one speaker's few utterances is not blown up.
 _STD_FLOOR = 0.01
+#: A described speaker's variance is pooled with the training speakers' typical within-speaker
+#: variance as if that came from this many utterances: (n var + 10 var_within) / (n + 10). With
+#: ~90 utterances it changes little; with 3 it keeps a dimension that happens to vary little in
+#: those 3 from being blown up (3 enrolment utterances once took a synthetic corpus to chance).
+_PRIOR_UTTERANCES = 10
+#: Fewer enrolment / test utterances than this get a logged warning: their mean is noisy.
+_FEW_UTTERANCES = 5
 _FILE = "speaker_norm.npz"
 
 
@@ -72,6 +79,8 @@ class SpeakerNorm:
     Attributes (after `fit`):
         global_: Statistics of every training row.
         speakers_: Training speaker -> statistics.
+        within_std_: The training speakers' typical within-speaker standard deviation (root
+            mean of their variances), the prior `speaker_statistics` pools with.
     """
 
     name = "speaker_norm"
@@ -93,6 +102,7 @@ class SpeakerNorm:
         self.enrollment_utterances = enrollment_utterances
         self.global_: SpeakerStats | None = None
         self.speakers_: dict[str, SpeakerStats] = {}
+        self.within_std_: np.ndarray | None = None
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (JSON-able)."""
@@ -158,12 +168,32 @@ class SpeakerNorm:
             raise ValueError(f"speaker_norm: {len(X)} rows but {len(speakers)} speakers")
         self.global_ = self.statistics(X)
         self.speakers_ = {s: self.statistics(X[speakers == s], self.global_) for s in np.unique(speakers)}
+        variances = np.stack([stats.std.astype(np.float64) ** 2 for stats in self.speakers_.values()])
+        self.within_std_ = np.sqrt(variances.mean(axis=0)).astype(np.float32)
         return self
 
     def speaker_statistics(self, X: np.ndarray) -> SpeakerStats:
-        """Statistics of one speaker's utterances (enrolment or transductive), floored by the global std."""
+        """Statistics of a speaker not seen in training (enrolment or transductive), label-free.
+
+        The variance is pooled with the training speakers' within-speaker variance (weight
+        `_PRIOR_UTTERANCES`), so a few utterances give usable statistics.
+
+        Args:
+            X: (n, ...) that speaker's features.
+
+        Returns:
+            Their `SpeakerStats`.
+        """
         self._require_fitted()
-        return self.statistics(X, self.global_)
+        own = self.statistics(X, self.global_)
+        n = own.count
+        if n < _FEW_UTTERANCES:
+            log.warning("speaker_norm: statistics from only %d utterance(s) are noisy; %d or more are better",
+                        n, 2 * _FEW_UTTERANCES)
+        within = self.within_std_ if self.within_std_ is not None else self.global_.std
+        variance = (n * own.std.astype(np.float64) ** 2 + _PRIOR_UTTERANCES * within.astype(np.float64) ** 2)
+        std = np.sqrt(variance / (n + _PRIOR_UTTERANCES))
+        return SpeakerStats(own.mean, np.maximum(std, 1e-8).astype(np.float32), n)
 
     # ------------------------------------------------------------------ applying
 
@@ -233,6 +263,8 @@ class SpeakerNorm:
         """
         self._require_fitted()
         arrays = {"global_mean": self.global_.mean, "global_std": self.global_.std}
+        if self.within_std_ is not None:
+            arrays["within_std"] = self.within_std_
         names = sorted(self.speakers_)
         for i, name in enumerate(names):
             arrays[f"mean_{i}"] = self.speakers_[name].mean
@@ -252,6 +284,7 @@ class SpeakerNorm:
             raise ValueError(f"{path}: cannot read the speaker_norm statistics ({exc})") from None
         norm = cls(**description.get("settings", {}))
         norm.global_ = SpeakerStats(arrays["global_mean"], arrays["global_std"], int(description.get("global_count", 0)))
+        norm.within_std_ = arrays.get("within_std")
         counts = description.get("counts", [0] * len(description.get("speakers", [])))
         norm.speakers_ = {
             name: SpeakerStats(arrays[f"mean_{i}"], arrays[f"std_{i}"], int(counts[i]))
