@@ -97,4 +97,6 @@ report = false
     done = json.loads(capsys.readouterr().out)
     assert done["computed"] == 0 and done["already_cached"] == 3 * 4 * 2
     assert len([d for d in (tmp_path / "cache").iterdir() if d.is_dir()]) == 1
+    assert main(["extract", str(manifest), "-f", str(recipe), "--json"]) == 0  # no --cache: the recipe's run.cache
+    assert json.loads(capsys.readouterr().out)["already_cached"] == 3 * 4 * 2
     assert main(["extract", str(manifest), "-f", "mfcc", "--cache", str(tmp_path / "cache"), "--variant", "x"]) != 0

@@ -127,11 +127,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def _extractors_for(args: argparse.Namespace) -> list:
     """The extractors `serkit extract` fills the cache for: a recipe's (as `serkit run` builds them) or one."""
-    from serkit.experiment import is_recipe, recipe_extractors
+    from serkit.experiment import is_recipe, recipe_cache, recipe_extractors
     from serkit.features import build_extractor
     from serkit.features.extract import load_feature_config
 
     if is_recipe(args.features):
+        if getattr(args, "cache", None) is None:  # the cache the recipe's runs read
+            args.cache = recipe_cache(args.features, args.set)
         return recipe_extractors(args.features, args.set, args.variant)
     if args.variant:
         raise CommandError(f"--variant needs a recipe; {args.features} is not one")
@@ -395,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a feature setting, e.g. --set model=facebook/hubert-large-ll60k; for a recipe, a "
                    "recipe setting as in `serkit run` (--set features.layers=all); repeatable")
     p.add_argument("--variant", action="append", default=[], help="with a recipe: only this variant (repeatable)")
-    p.add_argument("--cache", type=Path, default=None, help="cache root (default $SERKIT_CACHE or ~/.cache/serkit/features)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="cache root (default: a recipe's run.cache; else $SERKIT_CACHE or ~/.cache/serkit/features)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per extractor call (default: the extractor's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",

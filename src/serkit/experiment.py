@@ -301,6 +301,12 @@ def recipe_extractors(path: str | os.PathLike, overrides: Sequence[str] = (), va
     return list(extractors.values())
 
 
+def recipe_cache(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
+    """The feature cache folder a recipe's runs read (``run.cache``, resolved as `serkit run` does)."""
+    [config, *_] = resolve_variants(load_recipe(path, overrides))
+    return _resolve_path(config, config["run"]["cache"])
+
+
 def _fixed_length(arrays: list[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
     """Pad with zeros / cut along the time axis (-2) so frame maps stack; None = longest."""
     from serkit.audio import fix_length
