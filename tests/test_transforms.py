@@ -248,11 +248,13 @@ def test_the_saved_model_normalises_in_prediction_as_in_the_experiment(norm_runs
     np.testing.assert_allclose(enrolled, load_model(model_dir).model.predict_proba(
         norm.transform(features, ["x"] * len(mine), {"x": stats})), atol=1e-6)
 
-    # no speaker: global statistics, one warning however many calls
+    # no speaker: global statistics, one log line however many calls, and a finding in each result
     with caplog.at_level(logging.WARNING, logger="serkit.inference"):
         predictor.predict_files(mine[:2])
-        predictor.predict_files(mine[:2])
+        unnamed = predictor.predict_files(mine[:2])
     assert caplog.text.count("no speaker given") == 1
+    assert [[w.code for w in p.warnings] for p in unnamed] == [["no_speaker_statistics"]] * 2
+    assert all(p.warnings == [] for p in predictor.predict_files(mine[:2], speaker=speaker))
 
     export_onnx(model_dir)
     onnx = Predictor.load(model_dir, backend="onnx")

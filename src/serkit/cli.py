@@ -275,8 +275,20 @@ def _speaker_for(predictor, args: argparse.Namespace) -> str | None:
     return args.speaker
 
 
+def _results_carry_decoding_warnings() -> None:
+    """Do not also print decoding warnings as Python warnings: each result carries them (`warnings`)."""
+    import warnings
+
+    from serkit.audio import DecodeWarning, HeaderWarning
+
+    for category in (HeaderWarning, DecodeWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from serkit.inference import Predictor, format_predictions
+
+    _results_carry_decoding_warnings()
 
     files, left_out = _audio_inputs(args.inputs)
     if not files:
@@ -334,6 +346,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _results_carry_decoding_warnings()
     try:
         from serkit.service import run
     except ImportError as exc:  # pragma: no cover - depends on the installed extras

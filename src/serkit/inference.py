@@ -795,8 +795,16 @@ class Predictor:
             probabilities=self._named(overall),
             duration=round(item.duration, 6),
             segments=segments,
-            warnings=list(item.warnings),
+            warnings=[*item.warnings, *self._speaker_findings(item.speaker)],
         )
+
+    def _speaker_findings(self, speaker: str | None) -> list[QualityWarning]:
+        """A ``no_speaker_statistics`` finding when a speaker_norm model fell back to global statistics."""
+        if self.transform is None or (speaker and (speaker in self.enrolled or speaker in self.transform.speakers_)):
+            return []
+        who = f"speaker {speaker!r} is not known" if speaker else "no speaker was given"
+        return [QualityWarning("no_speaker_statistics", f"{who}: normalised with the training speakers' global "
+                               "statistics; enrol the speaker (a few recordings) for better predictions")]
 
     def _named(self, row: np.ndarray) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, row)}
