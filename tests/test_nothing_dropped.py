@@ -357,7 +357,10 @@ def test_long_file_memory_does_not_grow_with_its_length(model, tmp_path):
         assert prediction.error is None and prediction.duration == pytest.approx(seconds)
         assert len(prediction.segments) == len(segment_bounds(int(seconds * 16000), 7 * 16000, 56000))
     assert peaks["10 min"] < 1.15 * peaks["5 min"], peaks
-    assert peaks["10 min whole"] > 2.5 * peaks["10 min"], peaks
+    # In memory, the 10 minutes themselves show up: 600 s x 16 kHz float32 = 36.6 MiB more than
+    # streamed. (A ratio to the streamed peak failed in the full suite: its fixed part, about
+    # 25 MiB alone, was 31.5 MiB there.)
+    assert peaks["10 min whole"] - peaks["10 min"] > 0.75 * 600 * 16000 * 4 / 2**20, peaks
 
 
 def test_long_silent_file_is_refused_after_streaming(model, tmp_path):
