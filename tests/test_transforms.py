@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from serkit.experiment import RecipeError, run_recipe
+from tests.test_experiment import RECIPE as SMALL_RECIPE
 from serkit.splits import check_folds, make_folds, set_aside_enrollment, speaker_overlap
 from serkit.transforms import SpeakerNorm, build_transform
 
@@ -161,23 +162,9 @@ def test_enrollment_rows_are_set_aside_per_test_speaker() -> None:
 
 # --------------------------------------------------------------------------- experiments and prediction
 
-RECIPE = """
-name = "norm"
-[corpus]
-name = "csv"
-root = "{root}/corpus/metadata.csv"
-synth = {{ speakers = 4, per_emotion = 4, seed = 1, voice = "source-filter" }}
-[features]
-kind = "mfcc"
-[model]
-name = "svm"
-params = {{ input_kind = "stats", C_grid = [1.0, 10.0], gamma_grid = ["scale"] }}
-[protocol]
-name = "loso"
-[run]
-output = "{root}/runs"
-cache = "{root}/cache"
-bootstrap = 100
+#: test_experiment's small LOSO recipe (4 speakers, MFCC statistics, SVM) with 4 clips per
+#: emotion, so 4 can be set aside for enrolment, and the two ways of describing test speakers.
+RECIPE = SMALL_RECIPE.replace('name = "small"', 'name = "norm"').replace("per_emotion = 3", "per_emotion = 4") + """
 [[variant]]
 name = "transductive"
 transforms = {{ speaker_norm = {{ test_statistics = "transductive" }} }}

@@ -697,13 +697,11 @@ class Predictor:
             ValueError: The extractor or the classifier rejected a clip.
         """
         parts = []
-        rate = self.audio_spec.sampling_rate
         for start in range(0, len(clips), self.batch_size):
             batch = list(clips[start : start + self.batch_size])
             whose = list(speakers[start : start + self.batch_size]) if speakers is not None else [None] * len(batch)
             with self._lock:
-                features = self.extractor.extract_batch(batch, rate)
-                X = _stack([self._rows(f) for f in features], self.input_kind)
+                X = self._inputs(batch)
                 if self.transform is not None:
                     X = self.transform.transform(X, [w or "" for w in whose], self._statistics_for(whose))
                 parts.append(np.asarray(self.model.predict_proba(X), dtype=np.float64))
@@ -738,13 +736,11 @@ class Predictor:
             label = _source_name(source, None)
             signal, rate, _ = self._read(source, label)
             clips.extend(self._prepare(signal, rate, label, False).clips)
-        rate = self.audio_spec.sampling_rate
-        rows = []
+        parts = []
         for start in range(0, len(clips), self.batch_size):
             with self._lock:
-                features = self.extractor.extract_batch(list(clips[start : start + self.batch_size]), rate)
-            rows.extend(self._rows(f) for f in features)
-        stats = self.transform.speaker_statistics(_stack(rows, self.input_kind))
+                parts.append(self._inputs(list(clips[start : start + self.batch_size])))
+        stats = self.transform.speaker_statistics(np.concatenate(parts))
         self.enrolled[str(speaker)] = stats
         logger.info("enrolled speaker %r from %d recording(s), %d window(s)", speaker, len(sources), len(clips))
         return stats
@@ -770,6 +766,11 @@ class Predictor:
         if self.transform is None:
             return []
         return sorted({*self.transform.speakers_, *self.enrolled})
+
+    def _inputs(self, clips: list[np.ndarray]) -> np.ndarray:
+        """One extractor call: the classifier's input rows of `clips`, before any transform."""
+        features = self.extractor.extract_batch(clips, self.audio_spec.sampling_rate)
+        return _stack([self._rows(f) for f in features], self.input_kind)
 
     def _rows(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The output the classifier reads, with frame maps padded or cut as in training."""
