@@ -307,3 +307,22 @@ def test_service_normalises_with_a_named_speaker(norm_runs) -> None:
         assert answer.json()["probabilities"] == pytest.approx(expected, abs=1e-6)
         unknown = client.post("/predict", params={"speaker": "nobody"}, content=body, headers={"Content-Type": "audio/wav"})
         assert unknown.status_code == 422 and "unknown speaker" in unknown.json()["detail"]
+
+
+def test_global_test_statistics_use_nothing_of_the_test_speaker() -> None:
+    from serkit.experiment import _normalised
+
+    X, _, g = speaker_data()
+    ids = [f"u{i}" for i in range(len(X))]
+
+    class Table:
+        def take(self, rows):
+            return X[[int(u[1:]) for u in rows]]
+
+    train = [u for u, s in zip(ids, g) if s != "s5"]
+    test = [u for u, s in zip(ids, g) if s == "s5"]
+    for mode, expected in (("global", None), ("transductive", "own")):
+        norm = SpeakerNorm(test_statistics=mode)
+        out = _normalised(norm, Table(), dict(zip(ids, g)), train, {"test": test}, test)
+        stats = norm.global_ if expected is None else norm.speaker_statistics(X[g == "s5"])
+        np.testing.assert_allclose(out["test"], norm.apply(X[g == "s5"], stats), rtol=1e-5)

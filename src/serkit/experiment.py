@@ -376,9 +376,10 @@ def _normalised(norm, table: "FeatureTable", speaker_of: dict[str, str], fitted_
     by_speaker: dict[str, list[str]] = {}
     for u in own_statistics:
         by_speaker.setdefault(speaker_of[u], []).append(u)
-    stats = {who: norm.speaker_statistics(table.take(rows)) for who, rows in by_speaker.items()}
-    if norm.test_statistics == "global":
-        stats.update({who: norm.global_ for who in stats if who not in norm.speakers_})
+    if norm.test_statistics == "global":  # nothing of these speakers is used
+        stats = {who: norm.global_ for who in by_speaker}
+    else:
+        stats = {who: norm.speaker_statistics(table.take(rows)) for who, rows in by_speaker.items()}
     return {name: norm.transform(table.take(rows), [speaker_of[u] for u in rows], stats) if rows else None
             for name, rows in parts.items()}
 
