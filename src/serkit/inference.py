@@ -769,7 +769,7 @@ class Predictor:
 
     def _inputs(self, clips: list[np.ndarray]) -> np.ndarray:
         """One extractor call: the classifier's input rows of `clips`, before any transform."""
-        features = self.extractor.extract_batch(clips, self.audio_spec.sampling_rate)
+        features = self._extract_clips(clips)
         return _stack([self._rows(f) for f in features], self.input_kind)
 
     def _rows(self, features: dict[str, np.ndarray]) -> np.ndarray:
@@ -812,6 +812,19 @@ class Predictor:
 
     def _top(self, row: np.ndarray) -> str:
         return self.labels[int(np.argmax(row))]
+
+    # ----------------------------------------------------------------- where features run
+
+    #: None, or a function ``(clips, sampling_rate) -> list of feature dicts`` called instead
+    #: of ``extractor.extract_batch``: the HTTP service sets its pool of worker processes here
+    #: for extractors without a batch API (`serkit.serving.pool.FeaturePool.map`).
+    feature_map: Any = None
+
+    def _extract_clips(self, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """The extractor's outputs for `clips`: through `feature_map` when one is set."""
+        if self.feature_map is not None:
+            return self.feature_map(clips, self.audio_spec.sampling_rate)
+        return self.extractor.extract_batch(clips, self.audio_spec.sampling_rate)
 
 
 # --------------------------------------------------------------------------- helpers
