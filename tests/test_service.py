@@ -1,4 +1,4 @@
-"""serkit.service: a real uvicorn server on 127.0.0.1, real HTTP, a real (tiny) trained model.
+"""serkit.serving: a real uvicorn server on 127.0.0.1, real HTTP, a real (tiny) trained model.
 
 The model is an eGeMAPS SVM trained here on serkit's synthetic corpus, so every prediction the
 service returns can be checked against `Predictor.predict_file` on the same bytes. The web page
@@ -31,7 +31,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("python_multipart")
 httpx = pytest.importorskip("httpx")
 
-from serkit.service import RAW_CONTENT_TYPES, create_app, safe_name, server_options  # noqa: E402
+from serkit.serving import RAW_CONTENT_TYPES, create_app, safe_name, server_options  # noqa: E402
 
 pytestmark = pytest.mark.network
 
@@ -592,7 +592,7 @@ def test_client_disconnect_mid_upload_is_info_not_error(predictor, caplog: pytes
         assert client.get("/health").status_code == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
-    disconnects = [r.getMessage() for r in caplog.records if r.name == "serkit.service" and "disconnected" in r.getMessage()]
+    disconnects = [r.getMessage() for r in caplog.records if r.name == "serkit.serving" and "disconnected" in r.getMessage()]
     assert len(disconnects) == 6 and all(r.levelno == logging.INFO for r in caplog.records if "disconnected" in r.getMessage())
     assert all(f"client 127.0.0.1 disconnected during its upload after {len(_SLOW_START)} bytes" in m for m in disconnects)
 
@@ -611,7 +611,7 @@ def test_create_app_checks_limits(predictor) -> None:
 
 
 def test_importing_serkit_does_not_import_the_web_stack() -> None:
-    code = "import sys, serkit, serkit.service, serkit.inference; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+    code = "import sys, serkit, serkit.service, serkit.serving, serkit.inference; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
 

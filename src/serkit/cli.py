@@ -348,7 +348,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     _results_carry_decoding_warnings()
     try:
-        from serkit.service import run
+        from serkit.serving import run
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise CommandError(f"serve needs the serve extra (pip install 'serkit[serve]'): {exc}") from None
     if args.max_upload_mb <= 0 or args.max_concurrency < 1:

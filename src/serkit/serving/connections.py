@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["server_options"]
 
-logger = logging.getLogger("serkit.service")
+logger = logging.getLogger("serkit.serving")
 
 
 class _LingeringTransport:
