@@ -280,6 +280,78 @@ def test_deterministic_given_seed(manifest: pd.DataFrame, protocol: str, options
     assert any(not first.equals(other) for other in others), "other seeds draw other folds or validation sets"
 
 
+# --------------------------------------------------------------------------- draw_validation (the one validation draw)
+
+
+def _rows(manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return manifest["label"].to_numpy(), manifest["speaker"].to_numpy()
+
+
+@pytest.mark.parametrize(("fraction", "n_val_speakers"), [(0.2, 2), (0.3, 3), (0.5, 5)])
+def test_draw_validation_takes_whole_speakers_near_the_fraction(fraction: float, n_val_speakers: int) -> None:
+    labels, speakers = _rows(toy_manifest(10))  # 10 alike speakers: the fraction is exact in whole speakers
+    mask = splits.draw_validation(labels, speakers, fraction, seed=3)
+    assert set(speakers[mask]).isdisjoint(speakers[~mask])
+    assert len(set(speakers[mask])) == n_val_speakers  # not 1 / round(1 / fraction) of them
+    assert mask.mean() == pytest.approx(fraction)
+    assert set(labels[mask]) == set(labels[~mask]) == set(PER_CLASS)
+
+
+def test_draw_validation_is_deterministic_given_seed() -> None:
+    labels, speakers = _rows(toy_manifest(12))
+    first = splits.draw_validation(labels, speakers, 0.25, seed=[5, 0])
+    np.testing.assert_array_equal(first, splits.draw_validation(labels, speakers, 0.25, seed=[5, 0]))
+    others = [splits.draw_validation(labels, speakers, 0.25, seed=[5, fold]) for fold in (1, 2, 3)]
+    assert any((other != first).any() for other in others)
+
+
+def test_draw_validation_with_one_speaker_draws_rows_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    labels, speakers = _rows(toy_manifest(1, per_class={"angry": 10, "sad": 10}))
+    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+        mask = splits.draw_validation(labels, speakers, 0.2, seed=0)
+    assert "single training speaker" in caplog.text and "speaker-dependent" in caplog.text
+    assert sorted(np.unique(labels[mask], return_counts=True)[1]) == [2, 2]  # stratified: 20 % of each class
+
+
+def test_draw_validation_without_speakers_is_stratified(caplog: pytest.LogCaptureFixture) -> None:
+    labels = np.repeat(["a", "b", "c"], [30, 20, 1])
+    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+        mask = splits.draw_validation(labels, None, 0.2, seed=0)
+    assert not caplog.text  # a row-wise draw asked for is no fallback
+    counts = dict(zip(*np.unique(labels[mask], return_counts=True)))
+    assert counts["a"] == 6 and counts["b"] == 4 and "c" not in counts  # a single row stays in training
+
+
+def test_draw_validation_refuses_bad_input() -> None:
+    labels, speakers = _rows(toy_manifest(4))
+    assert not splits.draw_validation(labels, speakers, 0.0, seed=0).any()
+    with pytest.raises(ValueError, match="val_fraction"):
+        splits.draw_validation(labels, speakers, 1.0, seed=0)
+    with pytest.raises(ValueError, match="speakers has 3 entries"):
+        splits.draw_validation(labels, speakers[:3], 0.2, seed=0)
+
+
+def test_make_folds_with_one_training_speaker_draws_its_rows() -> None:
+    manifest = toy_manifest(2)
+    folds = make_folds(manifest, "holdout", test_speakers=["S01"], seed=4)
+    val = ids_of(folds, 0, "val")
+    assert val and speakers_of(manifest, folds, 0, "val") == {"S00"}
+    assert len(val) == 3  # 20 % of 15 utterances, stratified: one angry, one neutral, one more
+    check_folds(manifest, folds)  # the test speaker stays out of training and validation
+
+
+def test_the_estimator_draws_validation_with_draw_validation() -> None:
+    pytest.importorskip("torch")
+    from serkit.models.data import validation_split
+
+    labels, speakers = _rows(toy_manifest(9))
+    codes = np.unique(labels, return_inverse=True)[1]
+    train, val = validation_split(codes, speakers, 0.3, seed=8)
+    mask = splits.draw_validation(codes, speakers, 0.3, seed=8)
+    np.testing.assert_array_equal(val, np.flatnonzero(mask))
+    np.testing.assert_array_equal(train, np.flatnonzero(~mask))
+
+
 # --------------------------------------------------------------------------- predefined
 
 

@@ -19,7 +19,8 @@ Protocols (`PROTOCOLS`, chosen by name in `make_folds`):
 
 Every protocol can carve a validation set out of each fold's TRAINING part (``val_fraction``,
 default 0.2): by whole speakers when the protocol is speaker-independent, stratified by label
-otherwise. Test rows never feed validation, so checkpoints and hyper-parameters are never chosen
+otherwise (`draw_validation`, the only place serkit draws validation rows; a fold with a single
+training speaker gets rows of that speaker, with a warning). Test rows never feed validation, so checkpoints and hyper-parameters are never chosen
 on the test fold. `check_folds` enforces this before `make_folds` returns.
 
 Speakers are told apart by ``corpus`` and ``speaker`` together when a manifest mixes corpora
@@ -49,6 +50,7 @@ __all__ = [
     "SHARED_4",
     "SPLITS",
     "check_folds",
+    "draw_validation",
     "set_aside_enrollment",
     "is_speaker_independent",
     "make_folds",
@@ -538,6 +540,61 @@ def _speaker_val(labels: np.ndarray, speakers: np.ndarray, fraction: float, rng:
     return np.isin(speaker_index, best_speakers)
 
 
+def draw_validation(
+    labels: Sequence[Any] | np.ndarray,
+    speakers: Sequence[Any] | np.ndarray | None,
+    fraction: float,
+    seed: int | Sequence[int],
+) -> np.ndarray:
+    """Which rows to hold out for validation: whole speakers when `speakers` is given.
+
+    The one validation draw of serkit: `make_folds` uses it for each fold's ``val`` rows and
+    `serkit.models.data.validation_split` for a neural classifier fitted without validation rows.
+
+    With speakers, random speaker orders are searched for the set of whole speakers that
+    (in this order of priority) leaves every class in training, gives validation every
+    class, and comes closest to ``fraction`` of the rows with the training part's class mix.
+    This beats k-fold rounding (``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds,
+    serkit's former second draw): 0.3 there meant a third of the speakers, and a fold could
+    take a class's only speakers out of training. With a single speaker no speaker-disjoint
+    set exists; the rows are then drawn stratified by label, as without speakers, and a
+    warning says validation is speaker-dependent. Drawing rows rather than none keeps early
+    stopping (the estimator drew such rows itself before), and `make_folds` lists them in
+    folds.csv, so the file says which rows trained.
+
+    Args:
+        labels: The label (or class code) of each row.
+        speakers: The speaker of each row, or None for a row-wise draw stratified by label.
+        fraction: Share of the rows for validation, in [0, 1); 0 draws none.
+        seed: Seed of the draw (an int, or ints such as ``[seed, fold]``); the same inputs
+            and seed give the same rows.
+
+    Returns:
+        A boolean mask over the rows, True for validation.
+
+    Raises:
+        ValueError: `fraction` outside [0, 1), or `speakers` of another length than `labels`.
+    """
+    fraction = _check_val_fraction(fraction)
+    labels = np.asarray(labels)
+    if fraction == 0 or len(labels) == 0:
+        return np.zeros(len(labels), dtype=bool)
+    rng = np.random.default_rng(seed)
+    if speakers is None:
+        return _stratified_val(labels, fraction, rng)
+    speakers = np.asarray(speakers)
+    if len(speakers) != len(labels):
+        raise ValueError(f"speakers has {len(speakers)} entries for {len(labels)} rows")
+    mask = _speaker_val(labels, speakers, fraction, rng)
+    if mask is None:
+        log.warning("a single training speaker: validation rows are drawn from that speaker, so early "
+                    "stopping is speaker-dependent (optimistic)")
+        return _stratified_val(labels, fraction, rng)
+    log.debug("validation: %d of %d rows, %d of %d speakers", int(mask.sum()), len(mask),
+              len(np.unique(speakers[mask])), len(np.unique(speakers)))
+    return mask
+
+
 def _add_validation(
     manifest: pd.DataFrame, base: pd.DataFrame, fraction: float, seed: int, *, by_speaker: bool
 ) -> pd.DataFrame:
@@ -553,16 +610,8 @@ def _add_validation(
             pieces.append(rows)  # a predefined validation set is kept as given
             continue
         ids = rows.loc[train, "utt_id"]
-        labels = lookup.loc[ids, "label"].to_numpy()
-        rng = np.random.default_rng([int(seed), int(fold)])
-        if by_speaker:
-            mask = _speaker_val(labels, lookup.loc[ids, "_speaker"].to_numpy(), fraction, rng)
-            if mask is None:
-                log.warning("fold %s: a single training speaker; no speaker-disjoint validation set drawn", fold)
-                pieces.append(rows)
-                continue
-        else:
-            mask = _stratified_val(labels, fraction, rng)
+        speakers = lookup.loc[ids, "_speaker"].to_numpy() if by_speaker else None
+        mask = draw_validation(lookup.loc[ids, "label"].to_numpy(), speakers, fraction, [int(seed), int(fold)])
         split = rows["split"].to_numpy(dtype=object)
         split[np.flatnonzero(train)[mask]] = "val"
         rows["split"] = pd.Series(split, index=rows.index, dtype=str)

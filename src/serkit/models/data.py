@@ -2,16 +2,14 @@
 
 `Standardize` (input statistics fitted on the training rows) and `SpecAugment` (training-time
 masking, the identity in eval mode) are layers of the saved networks, so prediction imports
-this module; the speaker-drawn validation split, class weights and the (optionally
+this module; the speaker-drawn validation split (`serkit.splits.draw_validation`), class weights and the (optionally
 class-balanced) training loader are called by `TorchClassifier.fit`. Torch only, no Lightning.
 `serkit.models.training` re-exports every public name here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -50,11 +48,11 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation row indices, the validation rows drawn by speaker.
 
-    With groups (speakers), a class-stratified speaker-disjoint fold is drawn with
-    `StratifiedGroupKFold` (``round(1 / val_fraction)`` folds, at most one per speaker, so a
-    corpus with few speakers gives one speaker to validation). Without groups, or with a
-    single speaker, the split is a stratified random split and a warning is logged: early
-    stopping on it is speaker-dependent, hence optimistic.
+    The draw is `serkit.splits.draw_validation`, the one that also draws an experiment's
+    ``val`` rows: whole speakers close to `val_fraction` of the rows, every class kept in
+    training; with a single speaker, rows of that speaker (with a warning). Without groups
+    the split is stratified by label and a warning is logged: early stopping on it is
+    speaker-dependent, hence optimistic.
 
     Args:
         codes: Integer class codes of the rows.
@@ -68,47 +66,16 @@ def validation_split(
     Raises:
         ValueError: `val_fraction` outside [0, 1), or groups of the wrong length.
     """
-    from sklearn.model_selection import ShuffleSplit, StratifiedGroupKFold, StratifiedShuffleSplit
+    from serkit.splits import draw_validation  # pandas only when training draws its own split
 
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    rows = np.arange(len(codes))
-    if val_fraction == 0.0:
-        return rows, rows[:0]
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(codes):
-            raise ValueError(f"groups has {len(groups)} entries for {len(codes)} rows")
-        speakers = np.unique(groups)
-        if len(speakers) >= 2:
-            n_splits = min(max(2, round(1.0 / val_fraction)), len(speakers))
-            splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            with _sklearn_warnings_to_log():
-                train, val = next(splitter.split(rows, codes, groups))
-            logger.info("validation: %d rows of %d speakers (of %d)", len(val), len(np.unique(groups[val])), len(speakers))
-            return np.sort(train), np.sort(val)
-        logger.warning("only one speaker in the training data: the validation split is random, not by speaker")
-    else:
+    if groups is None and val_fraction > 0:
         logger.warning(
             "no speaker groups given: the validation split is random and speaker-dependent, "
             "so early stopping and the best epoch are chosen optimistically; pass groups=speakers"
         )
-    try:
-        splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-        train, val = next(splitter.split(rows, codes))
-    except ValueError:  # a class with one row, or fewer validation rows than classes
-        train, val = next(ShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed).split(rows))
-    return np.sort(train), np.sort(val)
-
-
-@contextlib.contextmanager
-def _sklearn_warnings_to_log() -> Iterator[None]:
-    """Turn scikit-learn's split warnings (e.g. a class rarer than the folds) into log lines."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for item in caught:
-        logger.warning("validation split: %s", item.message)
+    mask = draw_validation(codes, groups, val_fraction, seed)
+    rows = np.arange(len(codes))
+    return rows[~mask], rows[mask]
 
 
 def class_weights(codes: np.ndarray, n_classes: int, mode: str | None) -> np.ndarray | None:
