@@ -206,6 +206,14 @@ def test_shemo_archives_are_the_official_lfs_files() -> None:
         SHEMO_ARCHIVES[0].size = 1  # type: ignore[misc]
 
 
+def test_the_archives_are_facts_of_the_corpus_module() -> None:
+    from serkit.datasets import shemo
+
+    assert SHEMO_ARCHIVES is shemo.ARCHIVES and Archive is type(shemo.ARCHIVES[0])
+    hint = shemo.download_hint(SHEMO_ARCHIVES, Path("/data/shemo"))
+    assert shemo.REPOSITORY in hint and shemo.MIRROR in hint and "serkit prepare shemo" in hint
+
+
 def test_unknown_corpus_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="known: shemo"):
         download_corpus("emodb", tmp_path)

@@ -473,6 +473,15 @@ def test_shared_4_covers_the_corpora() -> None:
         assert sorted(set(table.values())) == ["angry", "happy", "neutral", "sad"]
 
 
+def test_shared_4_is_read_from_each_corpus_module() -> None:
+    from serkit.datasets import adapter
+
+    for corpus, table in SHARED_4.items():
+        module = adapter(corpus)
+        assert table == module.SHARED_4
+        assert set(table) <= set(module.LABELS), f"{corpus}: SHARED_4 maps labels the corpus does not have"
+
+
 def test_cross_corpus() -> None:
     manifest = map_labels(two_corpora(), SHARED_4)
     folds = make_folds(manifest, "cross_corpus", train_corpus="emovo", test_corpus="emodb", seed=0)

@@ -10,6 +10,10 @@ run again:
 * unpacking goes through a temporary folder and leaves a ``.unpacked-<name>`` marker when
   done, so a finished archive is not unpacked twice and a killed one is unpacked again.
 
+What to fetch is a fact of the corpus: its adapter module (``serkit.datasets.<corpus>``) names
+its ``ARCHIVES``, the ``ARCHIVE_FOLDERS`` they unpack to and a ``download_hint``; this module
+only fetches, checks and unpacks. ``SHEMO_ARCHIVES`` and ``Archive`` are re-exported from there.
+
 Only the standard library talks to the network (`urllib.request`), so proxies set in the
 usual environment variables apply. ``SERKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids
 any network access.
@@ -31,13 +35,15 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from serkit import __version__
+from serkit.datasets._common import Archive
+from serkit.datasets.shemo import ARCHIVES as SHEMO_ARCHIVES
 
 __all__ = [
     "OFFLINE_VARIABLES",
@@ -77,62 +83,6 @@ class DownloadError(OSError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One file to download.
-
-    Attributes:
-        name: The file name in the destination folder, e.g. ``female.zip``.
-        url: Where to get it first.
-        size: Its exact size in bytes.
-        sha256: Its SHA-256, lowercase hex.
-        mirrors: Further URLs tried in order when `url` fails.
-    """
-
-    name: str
-    url: str
-    size: int
-    sha256: str
-    mirrors: tuple[str, ...] = ()
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """`url` then the mirrors."""
-        return (self.url, *self.mirrors)
-
-
-#: The official ShEMO repository and its mirror; both keep the archives in Git LFS.
-SHEMO_REPOSITORY = "https://github.com/mansourehk/ShEMO"
-SHEMO_MIRROR = "https://github.com/pariajm/sharif-emotional-speech-dataset"
-
-
-def _lfs_url(owner_repo: str, name: str, branch: str = "master") -> str:
-    # media.githubusercontent.com serves the LFS object itself; github.com/<repo>/raw/...
-    # only redirects there (and may hand out the small pointer file instead).
-    return f"https://media.githubusercontent.com/media/{owner_repo}/{branch}/{name}"
-
-
-#: ShEMO's two audio archives (sizes and hashes from the LFS pointers in the official repo).
-SHEMO_ARCHIVES: tuple[Archive, ...] = (
-    Archive(
-        "female.zip",
-        _lfs_url("mansourehk/ShEMO", "female.zip"),
-        374_368_830,
-        "663d8d7dceb44adbbf87d84be3a080fb691d169fbd972f6941e6302bc39f71e6",
-        mirrors=(_lfs_url("pariajm/sharif-emotional-speech-dataset", "female.zip"),),
-    ),
-    Archive(
-        "male.zip",
-        _lfs_url("mansourehk/ShEMO", "male.zip"),
-        496_606_401,
-        "747670d0d918e59d5e5020cf66610242890b093d42968c467c4f02eb5e6a6b1a",
-        mirrors=(_lfs_url("pariajm/sharif-emotional-speech-dataset", "male.zip"),),
-    ),
-)
-
-_CORPORA: dict[str, tuple[Archive, ...]] = {"shemo": SHEMO_ARCHIVES}
-
-
 # --------------------------------------------------------------------------- offline switch
 
 
@@ -149,18 +99,6 @@ def _default_hint(archive: Archive, dest_dir: Path) -> str:
         f"To do it by hand: on a connected machine download {archive.name} from {archive.url}, "
         f"put it in {dest_dir} and run again; an archive already there is checked "
         f"(size and SHA-256) and used as it is."
-    )
-
-
-def _shemo_hint(archives: Sequence[Archive], dest: Path) -> str:
-    names = " and ".join(a.name for a in archives)
-    direct = ", ".join(a.url for a in archives)
-    return (
-        f"To do it by hand: on a connected machine download {names} from the official "
-        f"repository {SHEMO_REPOSITORY} (Git LFS files: {direct}; mirror: {SHEMO_MIRROR}), put them in "
-        f"{dest}, and run the same command again: archives already present are checked "
-        f"(size and SHA-256) and used as they are. Or unzip them and run "
-        f"`serkit prepare shemo DIR` on the folder holding female/ and male/."
     )
 
 
@@ -591,12 +529,23 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike, *, sha256: str |
 # --------------------------------------------------------------------------- the whole path
 
 
-def _corpus_root(dest: Path) -> Path:
-    """The folder holding ``female/`` and ``male/``: DEST or one folder below it."""
+def _corpus_root(dest: Path, folders: Sequence[str]) -> Path:
+    """The folder holding the archives' `folders` (one of them suffices): DEST or one folder below it."""
     for candidate in (dest, *sorted(p for p in dest.iterdir() if p.is_dir() and not p.name.startswith("."))):
-        if (candidate / "female").is_dir() or (candidate / "male").is_dir():
+        if any((candidate / folder).is_dir() for folder in folders):
             return candidate
-    raise DownloadError(f"{dest}: no female/ or male/ folder after unpacking the archives")
+    listed = " or ".join(f"{folder}/" for folder in folders)
+    raise DownloadError(f"{dest}: no {listed} folder after unpacking the archives")
+
+
+def _downloadable(corpus: str) -> ModuleType | None:
+    """The adapter module of `corpus` when it names archives to download, else None."""
+    from serkit.datasets import ADAPTERS, adapter
+
+    if corpus not in ADAPTERS:
+        return None
+    module = adapter(corpus)
+    return module if getattr(module, "ARCHIVES", None) else None
 
 
 def download_corpus(
@@ -613,7 +562,7 @@ def download_corpus(
     download (archives put in `dest`) the same call works without network.
 
     Args:
-        corpus: The corpus name; only ``shemo`` for now.
+        corpus: The corpus name: one whose adapter names ``ARCHIVES`` (only ``shemo`` for now).
         dest: The destination folder; created when missing.
         archives: Archives to use instead of the official ones (tests, mirrors).
         timeout: Seconds to wait for a connection or for data.
@@ -627,15 +576,19 @@ def download_corpus(
         DownloadError: A download, check or unpack failed; offline errors say how to fetch
             the archives by hand.
     """
-    if corpus not in _CORPORA:
-        raise ValueError(f"cannot download corpus {corpus!r}; known: {', '.join(sorted(_CORPORA))}")
+    facts = _downloadable(corpus)
+    if facts is None:
+        from serkit.datasets import ADAPTERS
+
+        known = [name for name in ADAPTERS if _downloadable(name) is not None]
+        raise ValueError(f"cannot download corpus {corpus!r}; known: {', '.join(sorted(known))}")
     from serkit.datasets import prepare
     from serkit.schema import write_manifest
 
-    chosen = tuple(archives) if archives is not None else _CORPORA[corpus]
+    chosen = tuple(archives) if archives is not None else tuple(facts.ARCHIVES)
     dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
-    hint = _shemo_hint(chosen, dest)
+    hint = facts.download_hint(chosen, dest)
     for archive in chosen:
         if is_unpacked(dest, archive.name, archive.sha256):
             # no need for the archive any more (it may have been deleted to save space)
@@ -644,7 +597,7 @@ def download_corpus(
             continue
         path = fetch(archive, dest, timeout=timeout, progress=progress, manual_hint=hint)
         unpack(path, dest, sha256=archive.sha256)
-    root = _corpus_root(dest)
+    root = _corpus_root(dest, facts.ARCHIVE_FOLDERS)
     manifest = prepare(corpus, root)
     skipped = manifest.attrs.get("skipped", [])
     if skipped:

@@ -72,17 +72,17 @@ _MAX_LISTED = 10
 #: Random speaker orders tried when drawing a speaker-disjoint validation set.
 _VAL_TRIES = 64
 
+
+def _shared_4() -> dict[str, dict[str, str]]:
+    """Every corpus adapter's ``SHARED_4`` table, by corpus name (the facts live in datasets/<corpus>.py)."""
+    from serkit.datasets import ADAPTERS, adapter
+
+    tables = {name: getattr(adapter(name), "SHARED_4", None) for name in ADAPTERS}
+    return {name: dict(table) for name, table in tables.items() if table is not None}
+
+
 #: Four emotions shared by the corpora serkit reads: corpus name -> {native label: shared label}.
-SHARED_4: dict[str, dict[str, str]] = {
-    "shemo": {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-    "emovo": {"anger": "angry", "joy": "happy", "neutral": "neutral", "sadness": "sad"},
-    "urdu": {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-    "emodb": {"anger": "angry", "happiness": "happy", "neutral": "neutral", "sadness": "sad"},
-    "ravdess": {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-    "crema_d": {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-    "tess": {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-    "iemocap": {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
-}
+SHARED_4: dict[str, dict[str, str]] = _shared_4()
 
 
 # --------------------------------------------------------------------------- small helpers

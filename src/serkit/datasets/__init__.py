@@ -5,6 +5,14 @@ set, or None when the user's data decides), ``list_utterances(root, **options)``
 corpus's official file naming into manifest rows (no audio decoding), and
 ``prepare(root, **options)``, which adds durations and validates. Adapters are imported only
 when used.
+
+Corpus facts live in the corpus's module, each constant naming its source (the corpus's paper
+or documentation): its label codes (e.g. ShEMO's emotion letters, EMOVO's Italian codes), the
+paper's class setups (ShEMO's 5 classes), and, for corpora serkit downloads, ``ARCHIVES`` (URLs,
+sizes, SHA-256), ``ARCHIVE_FOLDERS`` (what they unpack to) and ``download_hint`` (how to fetch
+them by hand), which `serkit.download` reads. ``SHARED_4`` maps a corpus's native labels to the
+four emotions every corpus here has (angry, happy, neutral, sad): serkit's own choice, by
+meaning, for cross-corpus runs; `serkit.splits.SHARED_4` gathers these tables.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,30 @@ _AUDIO_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"version https://git-lfs", "a Git LFS pointer"),
 )
 
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official file of a corpus to download (`serkit.download` fetches and checks it).
+
+    Attributes:
+        name: The file name in the destination folder, e.g. ``female.zip``.
+        url: Where to get it first.
+        size: Its exact size in bytes.
+        sha256: Its SHA-256, lowercase hex.
+        mirrors: Further URLs tried in order when `url` fails.
+    """
+
+    name: str
+    url: str
+    size: int
+    sha256: str
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """`url` then the mirrors."""
+        return (self.url, *self.mirrors)
 
 def existing_dir(root: str | os.PathLike) -> Path:
     """`root` as a resolved Path, or FileNotFoundError naming it."""

@@ -41,12 +41,13 @@ from serkit.datasets._common import (
     shorten,
 )
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
 NAME = "crema_d"
 
+#: Emotion code in the file name -> label (Cao et al. 2014; the CREMA-D repository README).
 EMOTIONS: dict[str, str] = {
     "ANG": "anger",
     "DIS": "disgust",
@@ -56,6 +57,8 @@ EMOTIONS: dict[str, str] = {
     "SAD": "sad",
 }
 LABELS: tuple[str, ...] = tuple(EMOTIONS.values())
+#: Native label -> shared label (see the package docstring), matched by meaning to CREMA-D's emotions (Cao et al. 2014).
+SHARED_4: dict[str, str] = {"anger": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 SENTENCES: tuple[str, ...] = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 DEMOGRAPHICS_FILE = "VideoDemographics.csv"
 

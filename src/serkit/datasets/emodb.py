@@ -27,12 +27,14 @@ import pandas as pd
 
 from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, match_names
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
 NAME = "emodb"
 
+#: Emotion letter in the file name (the German name's initial: Wut, Langeweile, Ekel, Angst,
+#: Freude, Trauer, Neutral) -> label (Burkhardt et al., Interspeech 2005; emodb.bilderbar.info).
 EMOTIONS: dict[str, str] = {
     "W": "anger",
     "L": "boredom",
@@ -43,6 +45,8 @@ EMOTIONS: dict[str, str] = {
     "N": "neutral",
 }
 LABELS: tuple[str, ...] = tuple(sorted(EMOTIONS.values()))
+#: Native label -> shared label (see the package docstring), matched by meaning to EmoDB's emotions (Burkhardt et al., Interspeech 2005).
+SHARED_4: dict[str, str] = {"anger": "angry", "happiness": "happy", "neutral": "neutral", "sadness": "sad"}
 
 #: The official speaker list: code -> gender.
 SPEAKERS: dict[str, str] = {

@@ -25,12 +25,13 @@ import pandas as pd
 
 from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, gender_from_letter, match_names
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
 NAME = "emovo"
 
+#: Italian emotion code in the file name -> label (Costantini et al., LREC 2014, and the corpus README).
 EMOTIONS: dict[str, str] = {
     "dis": "disgust",
     "gio": "joy",
@@ -41,6 +42,8 @@ EMOTIONS: dict[str, str] = {
     "tri": "sadness",
 }
 LABELS: tuple[str, ...] = tuple(sorted(EMOTIONS.values()))
+#: Native label -> shared label (see the package docstring), matched by meaning to EMOVO's emotions (Costantini et al., LREC 2014).
+SHARED_4: dict[str, str] = {"anger": "angry", "joy": "happy", "neutral": "neutral", "sadness": "sad"}
 
 _NAMING = re.compile(rf"(?P<emotion>{'|'.join(EMOTIONS)})-(?P<speaker>(?P<gender>[fm])[1-3])-(?P<sentence>[a-z]\d)")
 

@@ -45,7 +45,7 @@ import pandas as pd
 
 from serkit.datasets._common import check_classes, existing_dir, finish, frame_of, shorten
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ NAME = "iemocap"
 #: Consensus code -> label of the 4-class setup.
 EMOTIONS_4: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
 LABELS: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
+#: Native label -> shared label (see the package docstring), matched by meaning to the 4-class IEMOCAP labels above (already the shared four).
+SHARED_4: dict[str, str] = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 
 _LABEL_LINE = re.compile(r"\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(?P<utt>\S+)\s+(?P<code>\S+)\s+\[.*")
 _UTTERANCE = re.compile(r"(?P<dialog>Ses(?P<session>0[1-5])[FM]_\S+)_(?P<gender>[FM])\d{3}")

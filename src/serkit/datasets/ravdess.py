@@ -34,12 +34,13 @@ import pandas as pd
 
 from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, match_names
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
 NAME = "ravdess"
 
+#: Emotion field (the third) of the file name -> label (Livingstone and Russo 2018; the zenodo README).
 EMOTIONS: dict[str, str] = {
     "01": "neutral",
     "02": "calm",
@@ -51,6 +52,8 @@ EMOTIONS: dict[str, str] = {
     "08": "surprised",
 }
 LABELS: tuple[str, ...] = tuple(EMOTIONS.values())
+#: Native label -> shared label (see the package docstring), matched by meaning to RAVDESS's emotions (Livingstone and Russo 2018; calm is left out).
+SHARED_4: dict[str, str] = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 
 _NAMING = re.compile(
     r"(?P<modality>0[123])-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])"

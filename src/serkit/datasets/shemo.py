@@ -35,11 +35,13 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from serkit.datasets._common import (
+    Archive,
     audio_files,
     check_classes,
     decode_text,
@@ -52,7 +54,7 @@ from serkit.datasets._common import (
     shorten,
 )
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["ARCHIVES", "ARCHIVE_FOLDERS", "LABELS", "NAME", "SHARED_4", "download_hint", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ EMOTIONS: dict[str, str] = {
 LABELS: tuple[str, ...] = tuple(sorted(EMOTIONS.values()))
 #: Labels of the paper's 5-class setup (fearful has only 32 utterances).
 LABELS_5: tuple[str, ...] = tuple(label for label in LABELS if label != "fearful")
+#: Native label -> shared label (see the package docstring), matched by meaning to the labels of the ShEMO paper (Mohamad Nezami et al. 2019).
+SHARED_4: dict[str, str] = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 
 #: Every accepted spelling of a label in a relabel file, lower-cased.
 _LABEL_SPELLINGS: dict[str, str] = {
@@ -81,6 +85,53 @@ _LABEL_SPELLINGS: dict[str, str] = {
     "sadness": "sad",
     "surprise": "surprised",
 }
+
+#: The official ShEMO repository and its mirror; both keep the audio archives in Git LFS.
+REPOSITORY = "https://github.com/mansourehk/ShEMO"
+MIRROR = "https://github.com/pariajm/sharif-emotional-speech-dataset"
+
+
+def _lfs_url(owner_repo: str, name: str, branch: str = "master") -> str:
+    # media.githubusercontent.com serves the LFS object itself; github.com/<repo>/raw/...
+    # only redirects there (and may hand out the small pointer file instead).
+    return f"https://media.githubusercontent.com/media/{owner_repo}/{branch}/{name}"
+
+
+#: ShEMO's two audio archives; sizes and SHA-256 are those of the Git LFS pointers in the
+#: official repository.
+ARCHIVES: tuple[Archive, ...] = (
+    Archive(
+        "female.zip",
+        _lfs_url("mansourehk/ShEMO", "female.zip"),
+        374_368_830,
+        "663d8d7dceb44adbbf87d84be3a080fb691d169fbd972f6941e6302bc39f71e6",
+        mirrors=(_lfs_url("pariajm/sharif-emotional-speech-dataset", "female.zip"),),
+    ),
+    Archive(
+        "male.zip",
+        _lfs_url("mansourehk/ShEMO", "male.zip"),
+        496_606_401,
+        "747670d0d918e59d5e5020cf66610242890b093d42968c467c4f02eb5e6a6b1a",
+        mirrors=(_lfs_url("pariajm/sharif-emotional-speech-dataset", "male.zip"),),
+    ),
+)
+#: The folders the archives unpack to (one per archive, see the module docstring): the corpus
+#: root is the folder that holds them.
+ARCHIVE_FOLDERS: tuple[str, ...] = ("female", "male")
+
+
+def download_hint(archives: Sequence[Archive], dest: Path) -> str:
+    """How to get `archives` into `dest` by hand, for errors on a machine without network."""
+    names = " and ".join(a.name for a in archives)
+    direct = ", ".join(a.url for a in archives)
+    return (
+        f"To do it by hand: on a connected machine download {names} from the official "
+        f"repository {REPOSITORY} (Git LFS files: {direct}; mirror: {MIRROR}), put them in "
+        f"{dest}, and run the same command again: archives already present are checked "
+        f"(size and SHA-256) and used as they are. Or unzip them and run "
+        f"`serkit prepare shemo DIR` on the folder holding female/ and male/."
+    )
+
 
 _NAMING = re.compile(r"(?P<speaker>(?P<gender>[FM])\d{2})(?P<emotion>[AFHNSW])\d{2}")
 

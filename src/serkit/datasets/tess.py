@@ -33,12 +33,13 @@ import pandas as pd
 
 from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, shorten, warn_skipped
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
 NAME = "tess"
 
+#: Emotion token at the end of the file name -> label (TESS documentation, doi.org/10.5683/SP2/E8H2MF).
 EMOTIONS: dict[str, str] = {
     "angry": "angry",
     "disgust": "disgust",
@@ -49,6 +50,8 @@ EMOTIONS: dict[str, str] = {
     "sad": "sad",
 }
 LABELS: tuple[str, ...] = tuple(sorted(EMOTIONS.values()))
+#: Native label -> shared label (see the package docstring), matched by meaning to TESS's emotions (Dupuis and Pichora-Fuller 2010).
+SHARED_4: dict[str, str] = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 SPEAKERS: tuple[str, ...] = ("OAF", "YAF")
 
 _NAMING = re.compile(

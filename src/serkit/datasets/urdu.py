@@ -37,7 +37,7 @@ from serkit.datasets._common import (
     warn_skipped,
 )
 
-__all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
+__all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ NAME = "urdu"
 #: Emotion letter in the file name -> label (= lower-cased folder name).
 EMOTIONS: dict[str, str] = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
 LABELS: tuple[str, ...] = tuple(sorted(EMOTIONS.values()))
+#: Native label -> shared label (see the package docstring), matched by meaning to URDU's folders (Latif et al. 2018).
+SHARED_4: dict[str, str] = {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"}
 
 _NAMING = re.compile(r"(?P<speaker>S(?P<gender>[MF])\d+)_F\d+_(?P<emotion>[AHNS])\d+")
 
