@@ -17,3 +17,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real corpora not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# "auto" precision is measured per machine (serkit.precision); pin it to float32 for the suite
+# so results do not depend on the CI processor, and keep its cache out of the user's home.
+# Tests of the choice itself fake the processor and clear the override.
+os.environ["SERKIT_PRECISION"] = "float32"
+os.environ.setdefault("SERKIT_PRECISION_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"serkit-precision-{os.getpid()}.json"))

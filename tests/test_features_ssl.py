@@ -320,14 +320,44 @@ def test_build_extractor(tiny_models, signals):
         build_extractor({"kind": "ssl", "model": str(tiny_models["w2v2_layer"]), "layer_index": 3})
 
 
-def test_half_dtype_on_cpu_warns_and_uses_float32(tiny_models, signals, caplog):
-    extractor = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="bfloat16", device="cpu")
+def test_float16_on_cpu_warns_and_uses_float32(tiny_models, signals, caplog):
+    extractor = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="float16", device="cpu")
     with caplog.at_level(logging.WARNING, logger="serkit.features.ssl"):
         extractor.setup()
-    assert "only used on CUDA" in caplog.text
+    assert "not used on cpu" in caplog.text
+    assert extractor.precision_in_use() == "float32"
     assert next(extractor._encoder.model.parameters()).dtype == torch.float32
-    reference = _extractor(tiny_models["w2v2_layer"], mode="native").extract(signals[0], SR)
+    reference = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="float32").extract(signals[0], SR)
     np.testing.assert_array_equal(extractor.extract(signals[0], SR)["pooled"], reference["pooled"])
+
+
+def test_bfloat16_on_cpu_runs_autocast_close_to_float32(tiny_models, signals):
+    extractor = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="bfloat16", device="cpu")
+    extractor.setup()
+    assert extractor._encoder.autocast and next(extractor._encoder.model.parameters()).dtype == torch.float32
+    guard = extractor.precision_deviation()
+    assert guard["precision"] == "bfloat16" and len(guard["per_layer"]) == extractor.num_layers + 1
+    # bfloat16 keeps 8 bits of mantissa (relative rounding 0.4 %); through a few layers of a random model
+    assert 0 < guard["max"] < 0.05, guard
+    float32 = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="float32")
+    assert float32.precision_deviation() == {"precision": "float32", "per_layer": [], "max": 0.0}
+
+
+def test_auto_dtype_resolves_into_the_fingerprint(tiny_models, monkeypatch):
+    """"auto" that resolves to float32 shares float32's cache; resolving to bfloat16 does not."""
+    from serkit.features import ssl as ssl_module
+    from serkit.precision import PrecisionChoice
+
+    path = str(tiny_models["w2v2_layer"])
+    float32 = SSLExtractor(SSLConfig(model=path, dtype="float32", device="cpu")).fingerprint()
+    assert SSLExtractor(SSLConfig(model=path, device="cpu")).fingerprint() == float32  # the suite pins float32
+    monkeypatch.setattr(ssl_module, "_auto_dtype", lambda config, device: PrecisionChoice("bfloat16", "faked"))
+    auto = SSLExtractor(SSLConfig(model=path, device="cpu"))
+    assert auto.precision_in_use() == "bfloat16"
+    assert auto.fingerprint() == SSLExtractor(SSLConfig(model=path, dtype="bfloat16", device="cpu")).fingerprint()
+    assert auto.fingerprint() != float32
+    auto.setup()
+    assert auto._encoder.autocast
 
 
 def test_float16_overflow_is_clipped(caplog):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import json
 import shutil
 import time
 from pathlib import Path
@@ -153,6 +154,32 @@ def test_int8_stays_close_to_float32(tiny_whisper):
     int8 = _extractor(tiny_whisper["ct2"], mode="native", frames_length=None, compute_type="int8").hidden_states([signal], SR)[0]
     cosine = (f32 * int8).sum() / (np.linalg.norm(f32) * np.linalg.norm(int8))
     assert not np.array_equal(f32, int8) and cosine > 0.99
+
+
+def test_auto_compute_type_is_measured_and_fingerprinted_as_used(tiny_whisper, monkeypatch, tmp_path):
+    """"auto" times the types CTranslate2 offers here and records the one it runs in the fingerprint."""
+    monkeypatch.delenv("SERKIT_PRECISION", raising=False)
+    monkeypatch.setenv("SERKIT_PRECISION_CACHE", str(tmp_path / "precision.json"))
+    auto = _extractor(tiny_whisper["ct2"], compute_type="auto", window="clip")
+    used = auto.precision_in_use()
+    assert used in ("float32", "int8", "bfloat16")
+    assert auto.fingerprint() == _extractor(tiny_whisper["ct2"], compute_type=used, window="clip").fingerprint()
+    [entry] = json.loads((tmp_path / "precision.json").read_text()).values()
+    assert entry["precision"] == used and "float32" in entry["seconds"]
+    if used != "float32":  # chosen only when faster and within 2 % of float32's pooled statistics
+        assert entry["speedup"] >= 1.15 and entry["deviation"][used] <= 0.02
+    guard = auto.precision_deviation()
+    assert guard["precision"] == used and (guard["max"] == 0.0) == (used == "float32")
+
+
+def test_auto_compute_type_never_picks_a_type_that_moves_features_beyond_the_tolerance(tiny_whisper, monkeypatch, tmp_path):
+    from serkit import precision
+
+    monkeypatch.delenv("SERKIT_PRECISION", raising=False)
+    monkeypatch.setenv("SERKIT_PRECISION_CACHE", str(tmp_path / "precision.json"))
+    monkeypatch.setattr(precision, "TOLERANCE", 0.0)  # no reduced type keeps features bit-identical
+    auto = _extractor(tiny_whisper["ct2"], compute_type="auto", window="clip")
+    assert auto.precision_in_use() == "float32"
 
 
 # --------------------------------------------------------------------------- settings and failures

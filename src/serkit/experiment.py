@@ -441,9 +441,23 @@ def _claim_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _write_config(run_dir: Path, config: dict[str, Any], manifest: pd.DataFrame) -> None:
+def _precision_facts(config: dict[str, Any], extractor: Any) -> dict[str, str]:
+    """The precisions this run computes in ("auto" resolved by measurement on this machine)."""
+    facts = {}
+    if getattr(extractor, "precision_field", None):  # pretrained encoders
+        facts["features"] = extractor.precision_in_use()
+    model = _model_for(config, 0)
+    if hasattr(model, "precision") and hasattr(model, "accelerator"):  # the torch estimator
+        from serkit.models.training import resolve_precision
+
+        facts["training"] = resolve_precision(model.precision, model.accelerator)
+    return facts
+
+
+def _write_config(run_dir: Path, config: dict[str, Any], manifest: pd.DataFrame, precision: dict[str, str]) -> None:
     """config.json: the resolved recipe, plus the flat facts reports and comparisons read."""
     _write_json({
+        "precision": precision,
         "name": _run_name(config),
         "corpus": "+".join(sorted(manifest["corpus"].unique())),
         "protocol": config["protocol"]["name"],
@@ -533,7 +547,8 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
     _claim_run_dir(run_dir, config)
     manifest = prepare_manifest(config)
     left_out = list(manifest.attrs.get("skipped", []))
-    _write_config(run_dir, config, manifest)
+    extractor = build_run_extractor(config)
+    _write_config(run_dir, config, manifest, _precision_facts(config, extractor))
     write_manifest(manifest, run_dir / "manifest.csv")
 
     protocol = config["protocol"]
@@ -548,7 +563,6 @@ def run_experiment(config: dict[str, Any], *, progress: bool = True) -> RunResul
         folds = set_aside_enrollment(folds, manifest, norm.enrollment_utterances, seed=int(config["run"]["seeds"][0]))
     write_folds(folds, folds_path)
 
-    extractor = build_run_extractor(config)
     cache_root = _resolve_path(config, config["run"]["cache"])
     extraction = extract_manifest(manifest, extractor, cache_root, progress=progress,
                                   batch_size=config["run"].get("batch_size"))

@@ -19,6 +19,7 @@ says so with ``exports_onnx_encoder`` and implements `export_onnx_encoder`; `ser
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import abstractmethod
 from pathlib import Path
@@ -30,7 +31,7 @@ from serkit.audio import AudioSpec, fix_length
 from serkit.features.base import Extractor
 from serkit.features.hub import is_final_revision, resolve_revision
 
-__all__ = ["POOLING_STATS", "EncoderExtractor", "group_by_length", "pool_hidden_states"]
+__all__ = ["POOLING_STATS", "EncoderExtractor", "group_by_length", "pool_hidden_states", "probe_clip"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,20 @@ def pool_hidden_states(hidden: np.ndarray, stats: tuple[str, ...] = POOLING_STAT
     hidden = np.asarray(hidden, dtype=np.float32)
     parts = {"mean": lambda: hidden.mean(axis=1), "std": lambda: hidden.std(axis=1)}
     return np.concatenate([parts[name]() for name in stats], axis=-1).astype(np.float32, copy=False)
+
+
+def probe_clip(sampling_rate: int = 16000, seconds: float = 3.0) -> np.ndarray:
+    """A deterministic speech-like test signal: a voiced tone gliding 120 -> 220 Hz, 4 Hz syllables, noise.
+
+    Used to time encoders and to compare precisions (`EncoderExtractor.precision_deviation`);
+    not real speech, but it exercises every frame the way a voiced utterance does.
+    """
+    t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
+    phase = 2 * np.pi * np.cumsum(120.0 + 100.0 * t / seconds) / sampling_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 16))
+    syllables = 0.5 * (1.0 - np.cos(2 * np.pi * 4.0 * t))
+    noise = np.random.default_rng(0).standard_normal(t.size)
+    return (0.1 * voiced * syllables + 0.003 * noise).astype(np.float32)
 
 
 def check_pooling_stats(stats: tuple[str, ...], where: str) -> None:
@@ -169,6 +184,8 @@ class EncoderExtractor(Extractor):
 
     #: Whether `export_onnx_encoder` can write this encoder as an ONNX graph.
     exports_onnx_encoder: ClassVar[bool] = False
+    #: The config field that holds the compute precision (``"auto"`` allowed), or None.
+    precision_field: ClassVar[str | None] = None
 
     def __init__(self, config: Any = None, spec: AudioSpec | None = None) -> None:
         super().__init__(config, spec)
@@ -197,10 +214,48 @@ class EncoderExtractor(Extractor):
         return self._revision
 
     def identity(self) -> dict[str, Any]:
-        """Base identity plus the resolved model revision (commit hash or local folder digest)."""
+        """Base identity plus the resolved model revision (commit hash or local folder digest).
+
+        A precision of ``"auto"`` is replaced by the precision actually used, so the cache holds
+        what was computed and "auto" resolving to float32 shares float32's cache.
+        """
         identity = super().identity()
         identity["model_revision"] = self.resolved_revision()
+        if self.precision_field and getattr(self.config, self.precision_field) == "auto":
+            identity["config"][self.precision_field] = self.precision_in_use()
         return identity
+
+    def precision_in_use(self) -> str:
+        """The compute precision this extractor runs with (``"auto"`` resolved by measurement)."""
+        return str(getattr(self.config, self.precision_field)) if self.precision_field else "float32"
+
+    def precision_deviation(self, signals: list[np.ndarray] | None = None, sampling_rate: int | None = None) -> dict[str, Any]:
+        """The accuracy guard: how far this precision's pooled statistics are from float32's.
+
+        Runs `signals` (default: a 3 s `probe_clip`) through this extractor and through a float32
+        twin, and compares the pooled statistics layer by layer.
+
+        Returns:
+            ``{"precision", "per_layer": [relative L2 deviation per hidden state], "max"}``;
+            the deviation of a clip's layer is ``||p - p_float32|| / ||p_float32||``, the
+            maximum over clips is reported.
+        """
+        from serkit.precision import relative_deviation
+
+        rate = sampling_rate or self.spec.sampling_rate
+        clips = signals if signals is not None else [probe_clip(rate)]
+        used = self.precision_in_use()
+        result: dict[str, Any] = {"precision": used}
+        if used == "float32" or not self.precision_field:
+            return {**result, "per_layer": [], "max": 0.0}
+        twin = type(self)(dataclasses.replace(self.config, **{self.precision_field: "float32"}), self.spec)
+        stats = self.config.pooling_stats
+        ours = [pool_hidden_states(h, stats) for h in self.hidden_states(clips, rate)]
+        reference = [pool_hidden_states(h, stats) for h in twin.hidden_states(clips, rate)]
+        per_layer = np.max(
+            [[relative_deviation(r[i : i + 1], o[i : i + 1]) for i in range(len(r))] for r, o in zip(reference, ours)], axis=0
+        )
+        return {**result, "per_layer": [round(float(d), 6) for d in per_layer], "max": float(per_layer.max())}
 
     def extract(self, signal: np.ndarray, sampling_rate: int) -> dict[str, np.ndarray]:
         """Features of one preprocessed clip: ``{"pooled": ..., "frames": ...}``, float16."""

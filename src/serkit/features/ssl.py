@@ -41,7 +41,15 @@ model fails at once with `ModelNotAvailableError`, which says how to fetch it.
 Other settings: ``backend="onnx"`` exports the encoder once to ONNX (see
 `serkit.features.onnx_backend`) and runs it with onnxruntime on the CPU; ``quantize="int8"``
 applies dynamic int8 quantisation to the Linear layers (measure its effect on a real checkpoint
-with `measure_quantization_error`); ``dtype`` float16/bfloat16 applies on CUDA only.
+with `measure_quantization_error`).
+
+Precision (``dtype``): ``"auto"`` (default) measures instead of assuming (`serkit.precision`):
+on CUDA it runs bfloat16 where the GPU supports it; on the CPU it runs bfloat16 *autocast*
+(float32 weights, bfloat16 matmuls and convolutions) only where the processor has AVX-512 BF16
+or AMX instructions and a timed probe is faster, else float32. ONNX and int8 run float32
+activations. ``"bfloat16"`` asks for it anyway (autocast on the CPU, bfloat16 weights on CUDA);
+``"float16"`` applies on CUDA only. The precision actually used goes into the fingerprint, and
+`EncoderExtractor.precision_deviation` reports how far it moves the pooled statistics.
 
 torch, transformers and onnxruntime are imported only when a model is loaded.
 """
@@ -53,7 +61,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -68,6 +76,9 @@ from serkit.features.encoder import (
     prepare_clips,
 )
 from serkit.features.hub import ModelNotAvailableError, from_pretrained
+
+if TYPE_CHECKING:
+    from serkit.precision import PrecisionChoice
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -91,7 +102,7 @@ PAPER_FRAMES = 349
 _MODES = ("paper", "native")
 _BACKENDS = ("torch", "onnx")
 _QUANTIZE = ("none", "int8")
-_DTYPES = ("float32", "float16", "bfloat16")
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
 #: Model families whose masked, padded batches give the same features as clips run alone.
 _PADDING_SAFE_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat"})
 
@@ -113,7 +124,8 @@ class SSLConfig:
             None keeps each clip's own length.
         backend: ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU).
         quantize: ``"none"`` or ``"int8"`` (dynamic quantisation of Linear layers; CPU).
-        dtype: Compute precision on CUDA; elsewhere float32 is used with a warning.
+        dtype: Compute precision: ``"auto"`` (chosen by measurement, see the module docstring),
+            ``"float32"``, ``"bfloat16"`` (CPU autocast or CUDA weights) or ``"float16"`` (CUDA only).
         device: ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``; None picks the best available.
         batch_size: Clips per encoder call (the pipeline batches with it too).
         num_threads: CPU threads for torch (process-wide ``torch.set_num_threads``) and
@@ -128,7 +140,7 @@ class SSLConfig:
     frames_length: int | None = PAPER_FRAMES
     backend: Literal["torch", "onnx"] = "torch"
     quantize: Literal["none", "int8"] = "none"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str | None = None
     batch_size: int = 8
     num_threads: int | None = None
@@ -200,14 +212,18 @@ def encoder_hidden_states(model: Any, input_values: Any, attention_mask: Any | N
 
 
 class _TorchEncoder:
-    """Runs a torch encoder on numpy batches; returns float32 numpy hidden states."""
+    """Runs a torch encoder on numpy batches; returns float32 numpy hidden states.
+
+    bfloat16 on the CPU runs as autocast over float32 weights; on CUDA the weights are cast.
+    """
 
     def __init__(self, model: Any, device: str, dtype: str) -> None:
         import torch
 
         self.model = model
         self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype)
+        self.autocast = dtype == "bfloat16" and self.device.type == "cpu"
+        self.dtype = torch.float32 if self.autocast else getattr(torch, dtype)
 
     def __call__(self, input_values: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
         import torch
@@ -220,7 +236,8 @@ class _TorchEncoder:
             mask = None
             if attention_mask is not None:
                 mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(self.device)
-            hidden = encoder_hidden_states(self.model, values, mask)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                hidden = encoder_hidden_states(self.model, values, mask)
             return hidden.float().cpu().numpy()
 
 
@@ -243,11 +260,32 @@ def _pick_device(config: SSLConfig) -> str:
 
 
 def _pick_dtype(config: SSLConfig, device: str) -> str:
-    """Half precision only on CUDA: on the CPU bfloat16 is an order of magnitude slower."""
+    """The precision to run: "auto" resolved by measurement; float16 on CUDA only."""
+    if config.dtype == "auto":
+        return _auto_dtype(config, device).precision
     if config.dtype == "float32" or device.startswith("cuda"):
         return config.dtype
-    logger.warning("SSL dtype %s is only used on CUDA; running %s on %s in float32", config.dtype, config.model, device)
+    if config.dtype == "bfloat16" and device == "cpu" and config.backend == "torch" and config.quantize == "none":
+        return "bfloat16"  # CPU autocast, as asked (on a CPU without native bfloat16 it is slow)
+    logger.warning("SSL dtype %s is not used on %s with this backend; running %s in float32", config.dtype, device, config.model)
     return "float32"
+
+
+def _auto_dtype(config: SSLConfig, device: str) -> PrecisionChoice:
+    """What ``dtype = "auto"`` runs on `device` (see the module docstring)."""
+    from serkit.precision import PrecisionChoice, torch_cpu_autocast
+
+    if config.backend == "onnx" or config.quantize == "int8":
+        return PrecisionChoice("float32", f"backend {config.backend} with quantize {config.quantize} runs float32")
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bfloat16", "the CUDA device supports bfloat16")
+        return PrecisionChoice("float32", "the CUDA device has no bfloat16")
+    if device != "cpu":
+        return PrecisionChoice("float32", f"{device} runs float32")
+    return torch_cpu_autocast()
 
 
 def _quantize_int8(model: Any) -> Any:
@@ -300,6 +338,7 @@ class SSLExtractor(EncoderExtractor):
     config_class: ClassVar[type] = SSLConfig
     config: SSLConfig
     exports_onnx_encoder: ClassVar[bool] = True
+    precision_field: ClassVar[str | None] = "dtype"
 
     def __init__(self, config: SSLConfig | None = None, spec: AudioSpec | None = None) -> None:
         super().__init__(config, spec)
@@ -307,6 +346,7 @@ class SSLExtractor(EncoderExtractor):
         self._feature_extractor: Any = None
         self._encoder: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
         self._tempdir: Path | None = None
+        self._dtype: str | None = None
 
     # ---------------------------------------------------------------- contract
 
@@ -342,6 +382,18 @@ class SSLExtractor(EncoderExtractor):
             torch.set_num_threads(cfg.num_threads)
         self._encoder = self._onnx_encoder(workdir) if cfg.backend == "onnx" else self._torch_encoder()
         logger.info("SSL encoder %s (%s) ready: backend %s", cfg.model, self.resolved_revision(), cfg.backend)
+
+    def precision_in_use(self) -> str:
+        """The dtype this extractor runs with: ``"auto"`` resolved once (logged with its reason)."""
+        if self._dtype is None:
+            device = _pick_device(self.config)
+            if self.config.dtype == "auto":
+                choice = _auto_dtype(self.config, device)
+                logger.info("SSL %s on %s: dtype auto -> %s", self.config.model, device, choice.describe())
+                self._dtype = choice.precision
+            else:
+                self._dtype = _pick_dtype(self.config, device)
+        return self._dtype
 
     def export_onnx_encoder(self, out_dir: Path) -> Path:
         """Export this encoder with the ONNX backend under `out_dir` (reused when already there).
@@ -425,18 +477,19 @@ class SSLExtractor(EncoderExtractor):
         import torch
 
         device = _pick_device(self.config)
-        dtype = _pick_dtype(self.config, device)
+        dtype = self.precision_in_use()
         model = self._load_torch_model()
         if self.config.quantize == "int8":
             model = _quantize_int8(model)  # CPU float32 model; stays there
-        else:
-            model = model.to(device=torch.device(device), dtype=getattr(torch, dtype))
+        else:  # bfloat16 on the CPU keeps float32 weights (autocast)
+            weights = "float32" if device == "cpu" else dtype
+            model = model.to(device=torch.device(device), dtype=getattr(torch, weights))
         return _TorchEncoder(model, device, dtype)
 
     def _onnx_encoder(self, workdir: Path | None) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
         from serkit.features import onnx_backend
 
-        _pick_dtype(self.config, "cpu")  # warns when a half dtype was asked for
+        self.precision_in_use()  # warns when a half dtype was asked for
         identity = onnx_backend.export_source_identity(
             self.config.model, self.resolved_revision(), self._uses_mask(), str(self._model_config.model_type)
         )

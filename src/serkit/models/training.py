@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -66,6 +67,8 @@ __all__ = [
 ]
 
 #: File that `TorchClassifier.save_state` writes.
+logger = logging.getLogger(__name__)
+
 WEIGHTS_FILE = "weights.safetensors"
 #: Validation metrics that choose the best epoch and drive early stopping.
 MONITORS: tuple[str, ...] = ("val_loss", "val_ua")
@@ -86,16 +89,23 @@ def _uses_cuda(accelerator: str) -> bool:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``"auto"`` -> ``"bf16-mixed"`` on a CUDA GPU that supports bfloat16, else ``"32-true"``.
+    """``"auto"`` -> Lightning's ``"bf16-mixed"`` where bfloat16 pays, else ``"32-true"``.
 
-    bfloat16 on CPU is emulated and many times slower than float32, so CPU runs stay 32-bit.
-    Any other value is passed to Lightning as it is.
+    On a CUDA GPU: bf16-mixed where it supports bfloat16. On the CPU: by measurement
+    (`serkit.precision.torch_cpu_autocast`): bfloat16 autocast only where the processor has
+    AVX-512 BF16 or AMX instructions and a timed conv + matmul probe runs faster (on AVX2-only
+    processors bfloat16 is emulated and many times slower). The choice is logged. Any other
+    value is passed to Lightning as it is.
     """
     if precision != "auto":
         return precision
-    if _uses_cuda(accelerator) and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    if _uses_cuda(accelerator):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    from serkit.precision import torch_cpu_autocast
+
+    choice = torch_cpu_autocast()
+    logger.info("training precision auto on the CPU: %s", choice.describe())
+    return "bf16-mixed" if choice.precision == "bfloat16" else "32-true"
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Any:
