@@ -196,7 +196,9 @@ def load_estimator(path: str | Path) -> Pipeline:
         ValueError: Unreadable file, a type outside `ALLOWED_TYPES`, or the wrong structure.
         OSError: The file cannot be opened.
     """
-    import skops.io as sio
+    from serkit.models.io import import_skops_io
+
+    sio = import_skops_io()
 
     path = Path(path)
     if not path.is_file():
@@ -440,7 +442,9 @@ class SVMClassifier(Classifier):
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         """Write the pipeline to ``folder/estimator.skops``; return the selection as JSON-able data."""
-        import skops.io as sio
+        from serkit.models.io import import_skops_io
+
+        sio = import_skops_io()
 
         check_is_fitted(self, "pipeline_")
         sio.dump(self.pipeline_, Path(folder) / ESTIMATOR_FILE)
