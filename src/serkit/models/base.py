@@ -11,20 +11,25 @@ Subclasses:
   columns in ``classes_`` order;
 - implement ``save_state(folder) -> dict`` (write weights into `folder` in a format that
   loads without executing code, return JSON-able fitted state) and the classmethod
-  ``load_state(params, state, folder)``.
+  ``load_state(params, state, folder)``;
+- optionally implement ``to_onnx(opset) -> OnnxGraph``: the fitted model as an ONNX graph
+  from ``features`` (one row per input, as ``predict_proba`` takes them after the model's own
+  reshaping) to ``probabilities``. Each model module writes its own graph; `serkit.export`
+  only writes, checks and records it. Without it, export raises NotImplementedError.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["MODELS", "Classifier", "build_model", "model_class"]
+__all__ = ["MODELS", "ONNX_INPUT", "ONNX_OUTPUT", "Classifier", "OnnxGraph", "build_model", "model_class"]
 
 #: Model name -> "module:Class"; imported only when used. Loading a saved model looks its
 #: name up here and nowhere else, so a model file can never name code to run.
@@ -34,6 +39,27 @@ MODELS: dict[str, str] = {
     "efficientnet": "serkit.models.efficientnet:EfficientNetClassifier",
     "pooled": "serkit.models.pooled:PooledClassifier",
 }
+
+#: Names of the input and output of every classifier's ONNX graph.
+ONNX_INPUT = "features"
+ONNX_OUTPUT = "probabilities"
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """A classifier's ONNX graph, as `Classifier.to_onnx` returns it.
+
+    Attributes:
+        model: The serialized ONNX model: input `ONNX_INPUT` of shape (batch, *input_shape)
+            with a dynamic batch axis, output `ONNX_OUTPUT` of shape (batch, classes) in
+            ``classes_`` order.
+        input_shape: The shape of one input row, without the batch axis.
+        input_dtype: The input's numpy dtype name (``"float32"`` or ``"float64"``).
+    """
+
+    model: bytes
+    input_shape: tuple[int, ...]
+    input_dtype: str
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -74,6 +100,17 @@ class Classifier(ClassifierMixin, BaseEstimator):
     @abstractmethod
     def load_state(cls, params: dict[str, Any], state: dict[str, Any], folder: Path) -> "Classifier":
         """Rebuild a fitted model from its hyper-parameters, `save_state`'s dict and files."""
+
+    def to_onnx(self, opset: int) -> OnnxGraph:
+        """The fitted model as an ONNX graph from features to class probabilities.
+
+        Args:
+            opset: The ONNX opset to write.
+
+        Raises:
+            NotImplementedError: The model has no ONNX export (the message names it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} (model {self.name!r}) has no ONNX export")
 
 
 def model_class(name: str) -> type[Classifier]:

@@ -23,6 +23,7 @@ layers); float16 features are kept as float16 in memory and cast to float32 per 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from serkit.models.base import OnnxGraph
 from serkit.models.training import Standardize, TorchClassifier
 
 __all__ = ["DEFAULT_CHANNELS", "INPUT_MODES", "CNNClassifier", "adapt_map", "adapted_shape", "pool_kernels"]
@@ -104,6 +106,58 @@ class _MapAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return adapt_map(x, self.input_mode, self.input_size)
 
+    @torch.no_grad()
+    def as_matrices(self, shape: Sequence[int]) -> "SeparableMap":
+        """This adapter on maps of `shape` (C, H, W), written as two matrix products.
+
+        Antialiased bilinear resizing has no ONNX operator; resizing and crop-and-pool of a
+        map of fixed size are linear and act on each axis separately, so a unit impulse along
+        one axis (the other of length 1) gives one column of that axis's matrix. The result
+        is checked against the adapter on a random map.
+
+        Raises:
+            ValueError: The adapter is not such a separable linear map.
+        """
+        _, height, width = (int(n) for n in shape)
+        module = SeparableMap(_impulse_responses(self, height, axis=2), _impulse_responses(self, width, axis=3))
+        probe = torch.randn(2, *(int(n) for n in shape), generator=torch.Generator().manual_seed(0))
+        expected, got = self(probe), module(probe)
+        scale = float(expected.abs().max()) or 1.0
+        if expected.shape != got.shape or float((expected - got).abs().max()) > 1e-5 * scale:
+            raise ValueError(f"input_mode {self.input_mode!r} is not a separable linear map; cannot express it in ONNX")
+        return module
+
+
+class SeparableMap(nn.Module):
+    """``left @ x @ right.T`` on the last two axes: an input adapter as ONNX can run it."""
+
+    def __init__(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("left", left)
+        self.register_buffer("right_t", right.T.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.left, x), self.right_t)
+
+
+def _impulse_responses(adapter: nn.Module, size: int, axis: int, chunk: int = 64) -> torch.Tensor:
+    """The matrix of `adapter` along `axis` (2: height, 3: width), from unit impulses, in chunks.
+
+    Each impulse is a map with `size` cells on `axis` and one cell on the other axis; its
+    first output row (or column) is one column of the matrix. Chunks bound the memory of
+    maps such as 1024 feature dims resized to 300 x 300.
+    """
+    columns = []
+    for start in range(0, size, chunk):
+        count = min(chunk, size - start)
+        impulses = torch.zeros(count, size)
+        impulses[torch.arange(count), start + torch.arange(count)] = 1.0
+        if axis == 2:
+            columns.append(adapter(impulses.reshape(count, 1, size, 1))[:, 0, :, 0])
+        else:
+            columns.append(adapter(impulses.reshape(count, 1, 1, size))[:, 0, 0, :])
+    return torch.cat(columns).T.contiguous()
+
 
 def _block(c_in: int, c_out: int, kernel: tuple[int, int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = [
@@ -161,6 +215,17 @@ class CNNNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.adapt(self.augment(self.standardize(x)))))
+
+    def exportable(self, input_shape: Sequence[int]) -> "CNNNetwork":
+        """A CPU copy in eval mode whose input adapter ONNX can express (see `_MapAdapter.as_matrices`).
+
+        Args:
+            input_shape: The rows' shape (C, T, D), which the adapter sees unchanged.
+        """
+        network = copy.deepcopy(self).cpu().eval()
+        if network.adapt.input_mode != "none":
+            network.adapt = network.adapt.as_matrices(input_shape)
+        return network
 
 
 class CNNClassifier(TorchClassifier):
@@ -254,3 +319,10 @@ class CNNClassifier(TorchClassifier):
             dense_dropout=float(self.dense_dropout),
             augment=self.augmenter(time_axis=-2, freq_axis=-1),  # rows (C, T, D)
         )
+
+    def to_onnx(self, opset: int) -> OnnxGraph:
+        """The fitted CNN and a softmax as an ONNX graph; the input adapter becomes matrix products."""
+        from serkit.models.torch_onnx import network_graph
+
+        self._check_fitted()
+        return network_graph(self.network_.exportable(self.input_shape_), self.input_shape_, opset)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from serkit.models.base import OnnxGraph
 from serkit.models.training import Standardize, TorchClassifier
 
 __all__ = ["ARCHITECTURE", "EfficientNetClassifier", "load_pretrained", "read_state_dict"]
@@ -208,3 +209,10 @@ class EfficientNetClassifier(TorchClassifier):
             return
         load_pretrained(network.backbone, read_state_dict(self.pretrained), source=str(self.pretrained))
         logger.info("efficientnet: loaded ImageNet weights from %s (stem summed to 1 channel, new head)", self.pretrained)
+
+    def to_onnx(self, opset: int) -> OnnxGraph:
+        """The fitted EfficientNet and a softmax as an ONNX graph."""
+        from serkit.models.torch_onnx import network_graph
+
+        self._check_fitted()
+        return network_graph(self.network_, self.input_shape_, opset)

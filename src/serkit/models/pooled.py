@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from serkit.models.base import OnnxGraph
 from serkit.models.training import Standardize, TorchClassifier
 
 __all__ = ["POOLINGS", "READABLE", "PooledClassifier", "PooledNetwork"]
@@ -182,3 +183,10 @@ class PooledClassifier(TorchClassifier):
             attention_hidden=int(self.attention_hidden),
             augment=self.augmenter(time_axis=-2, freq_axis=-1) if self.pooling == "attention" else None,
         )
+
+    def to_onnx(self, opset: int) -> OnnxGraph:
+        """The fitted head (layer weights, attention pooling, MLP) and a softmax as an ONNX graph."""
+        from serkit.models.torch_onnx import network_graph
+
+        self._check_fitted()
+        return network_graph(self.network_, self.input_shape_, opset)

@@ -55,7 +55,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from serkit.models.base import Classifier
+from serkit.models.base import Classifier, OnnxGraph
 
 __all__ = ["ALLOWED_TYPES", "ESTIMATOR_FILE", "SVMClassifier", "inner_splits", "load_estimator"]
 
@@ -486,6 +486,12 @@ class SVMClassifier(Classifier):
         model.cv_results_ = state.get("cv_results", [])
         return model
 
+    def to_onnx(self, opset: int) -> OnnxGraph:
+        """The fitted pipeline as a float64 ONNX graph (see `serkit.models.svm_onnx`)."""
+        from serkit.models.svm_onnx import svm_graph
+
+        check_is_fitted(self, "pipeline_")
+        return svm_graph(self, opset)
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
