@@ -21,13 +21,24 @@ seconds / wall seconds, higher is faster) and each row's speed against transform
 30 s measured in the same run, plus the 30 s window's time over the clip window's for
 CTranslate2 float32 and int8.
 
+Precision rows (``--precision``; issue #14): the XLSR-53-sized encoder and Whisper tiny.en on
+the same mix in float32, bfloat16 (autocast for torch; CTranslate2's own type where offered),
+int8 (torch dynamic quantisation; CTranslate2 int8) and ``auto`` (what `serkit.precision` picks
+on this machine, with its reason), each with clips/s, real-time factor, useful GFLOP/s, the
+speed against float32 and the accuracy guard (largest relative deviation of the pooled
+statistics from float32's on the probe clip), next to the same-run float32 and bfloat16 matmul
+rates. bfloat16 is only timed where the processor has native bfloat16 instructions (AVX-512
+BF16 or AMX), or with ``--force-bf16``: emulated, it is an order of magnitude slower.
+
 Run: .venv/bin/python benchmarks/bench_extract.py [--mix 12] [--fixed 3] [--threads 2]
      .venv/bin/python benchmarks/bench_extract.py --whisper-only [--mix 12] [--repeats 1]
+     .venv/bin/python benchmarks/bench_extract.py --precision [--mix 12] [--force-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -90,11 +101,11 @@ def xlsr_flops(samples: int) -> float:
     return flops + LAYERS * per_layer
 
 
-def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
-    """float32 matrix-product rate of this machine (torch, current thread count)."""
+def matmul_gflops(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> float:
+    """Matrix-product rate of this machine in `dtype` (torch, current thread count)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -247,6 +258,65 @@ def whisper_rows(manifest: pd.DataFrame, random_model: Path, threads: int, batch
     return rows, seconds
 
 
+def timed_extraction(extractor, signals: list[np.ndarray], repeats: int = 1) -> float:
+    """Seconds of `extract_batch` over `signals` (fastest of `repeats`), after a warm-up clip."""
+    extractor.setup(None)
+    extractor.extract_batch(signals[:1], SAMPLING_RATE)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        extractor.extract_batch(signals, SAMPLING_RATE)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def precision_rows(mix: pd.DataFrame, xlsr_dir: Path | None, threads: int, batch_size: int, force_bf16: bool,
+                   rates: dict[str, float]) -> list[dict]:
+    """float32 / bfloat16 / int8 / auto rows for the XLSR-53-sized encoder and Whisper tiny.en."""
+    import ctranslate2
+
+    from serkit.features.ssl import SSLConfig, SSLExtractor
+    from serkit.features.whisper import WhisperConfig, WhisperExtractor
+    from serkit.precision import cpu_info
+
+    signals = [sf.read(p, dtype="float32")[0] for p in mix["path"]]
+    audio_s = float(mix["duration"].sum())
+    native_bf16 = cpu_info().native("bfloat16") or force_bf16
+    settings: list[tuple[str, str, object]] = []
+    if xlsr_dir is not None:
+        base = SSLConfig(model=str(xlsr_dir), mode="native", batch_size=batch_size, num_threads=threads,
+                         frame_layers=(-1,), frames_length=349, device="cpu")
+        for label, change in (("float32", {"dtype": "float32"}), ("bfloat16 autocast", {"dtype": "bfloat16"}),
+                              ("int8 dynamic", {"dtype": "float32", "quantize": "int8"}), ("auto", {"dtype": "auto"})):
+            if label.startswith("bfloat16") and not native_bf16:
+                continue
+            settings.append(("XLSR-53-sized", label, SSLExtractor(dataclasses.replace(base, **change))))
+    offered = set(ctranslate2.get_supported_compute_types("cpu"))
+    whisper = WhisperConfig(mode="native", window="30s", batch_size=batch_size, num_threads=threads, device="cpu")
+    for compute in ("float32", "bfloat16", "int8", "auto"):
+        if compute == "bfloat16" and ("bfloat16" not in offered or not native_bf16):
+            continue
+        settings.append(("Whisper tiny.en (CTranslate2)", compute,
+                         WhisperExtractor(dataclasses.replace(whisper, compute_type=compute))))
+    useful = sum(xlsr_flops(int(round(d * SAMPLING_RATE))) for d in mix["duration"]) / 1e9
+    rows, float32_s = [], {}
+    for encoder, label, extractor in settings:
+        seconds = timed_extraction(extractor, signals)
+        float32_s.setdefault(encoder, seconds)  # float32 is each encoder's first row
+        guard = extractor.precision_deviation()
+        row = {"encoder": encoder, "precision": label, "runs": extractor.precision_in_use(),
+               "clips/s": round(len(signals) / seconds, 3), "RTF": round(seconds / audio_s, 3),
+               "x float32": round(float32_s[encoder] / seconds, 2), "max deviation": round(guard["max"], 4)}
+        if encoder.startswith("XLSR"):
+            row["useful GFLOP/s"] = round(useful / seconds, 1)
+            for dtype in ("float32", "bfloat16"):
+                row[f"% of {dtype} matmul"] = round(100 * useful / seconds / rates[dtype], 1)
+        else:
+            row["useful GFLOP/s"] = row["% of float32 matmul"] = row["% of bfloat16 matmul"] = "n/a"
+        rows.append(row)
+    return rows
+
+
 def markdown_table(rows: list[dict]) -> str:
     """`rows` (dicts with the same keys) as a Markdown table; numbers right-aligned, a column's floats alike."""
     columns = list(rows[0])
@@ -274,6 +344,11 @@ def main() -> None:
                         help="time only the Whisper rows (skips the slow XLSR-53 rows and the 7 s clips)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="timed passes per Whisper row; the fastest counts")
+    parser.add_argument("--precision", action="store_true",
+                        help="time only the precision rows (float32, bfloat16, int8, auto)")
+    parser.add_argument("--no-xlsr", action="store_true", help="with --precision: Whisper rows only")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="time bfloat16 even where the processor has no native bfloat16 (slow)")
     args = parser.parse_args()
 
     import torch
@@ -287,6 +362,20 @@ def main() -> None:
         (tmp / "audio").mkdir()
         mix = write_clips(tmp / "audio", shemo_like_durations(args.mix), "mix")
         header = f"CPU: {cpu_description()}; {args.threads} threads"
+        if args.precision:
+            from serkit.precision import cpu_info
+
+            n = 1024  # small enough that emulated bfloat16 finishes
+            rates = {dtype: matmul_gflops(n, 3, dtype) for dtype in ("float32", "bfloat16")}
+            xlsr = None if args.no_xlsr else save_random_xlsr(tmp / "xlsr53-random")
+            rows = precision_rows(mix, xlsr, args.threads, args.batch_size, args.force_bf16, rates)
+            flags = sorted(cpu_info().flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"})
+            print(f"\n### Precision, ShEMO-like mix ({len(mix)} clips, {mix['duration'].sum():.1f} s), {header}\n")
+            print(f"flags: {', '.join(flags)}; torch capability {torch.backends.cpu.get_cpu_capability()}; "
+                  f"{n}x{n} matmul: float32 {rates['float32']:.1f} GFLOP/s, bfloat16 {rates['bfloat16']:.1f} GFLOP/s "
+                  f"({rates['bfloat16'] / rates['float32']:.2f}x)\n")
+            print(markdown_table(rows))
+            return
         if not args.whisper_only:
             model_dir = save_random_xlsr(tmp / "xlsr53-random")
             sets = {"7 s clips": write_clips(tmp / "audio", [7.0] * args.fixed, "fixed"), "ShEMO-like mix": mix}

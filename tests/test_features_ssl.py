@@ -535,3 +535,10 @@ def test_xlsr53_architecture_gives_349_by_1024(tmp_path):
     assert out["frames"].shape == (1, 349, 1024)
     assert out["pooled"].shape == (25, 2048)
     assert np.isfinite(out["frames"]).all()
+
+
+def test_accuracy_guard_compares_int8_quantisation_with_float32(tiny_models):
+    quantized = _extractor(tiny_models["w2v2_layer"], mode="native", quantize="int8", dtype="float32")
+    guard = quantized.precision_deviation()
+    assert 0 < guard["max"] < 0.5 and len(guard["per_layer"]) == quantized.num_layers + 1
+    assert guard["max"] == pytest.approx(max(guard["per_layer"]), abs=1e-6)  # the largest layer's deviation

@@ -229,6 +229,10 @@ class EncoderExtractor(Extractor):
         """The compute precision this extractor runs with (``"auto"`` resolved by measurement)."""
         return str(getattr(self.config, self.precision_field)) if self.precision_field else "float32"
 
+    def float32_settings(self) -> dict[str, Any]:
+        """The config changes that make this extractor compute in plain float32 (the guard's reference)."""
+        return {self.precision_field: "float32"} if self.precision_field else {}
+
     def precision_deviation(self, signals: list[np.ndarray] | None = None, sampling_rate: int | None = None) -> dict[str, Any]:
         """The accuracy guard: how far this precision's pooled statistics are from float32's.
 
@@ -246,9 +250,11 @@ class EncoderExtractor(Extractor):
         clips = signals if signals is not None else [probe_clip(rate)]
         used = self.precision_in_use()
         result: dict[str, Any] = {"precision": used}
-        if used == "float32" or not self.precision_field:
-            return {**result, "per_layer": [], "max": 0.0}
-        twin = type(self)(dataclasses.replace(self.config, **{self.precision_field: "float32"}), self.spec)
+        resolved = {self.precision_field: used} if self.precision_field else {}
+        reference_config = dataclasses.replace(self.config, **self.float32_settings())
+        if reference_config == dataclasses.replace(self.config, **resolved):
+            return {**result, "per_layer": [], "max": 0.0}  # it computes in float32 already
+        twin = type(self)(reference_config, self.spec)
         stats = self.config.pooling_stats
         ours = [pool_hidden_states(h, stats) for h in self.hidden_states(clips, rate)]
         reference = [pool_hidden_states(h, stats) for h in twin.hidden_states(clips, rate)]

@@ -395,6 +395,10 @@ class SSLExtractor(EncoderExtractor):
                 self._dtype = _pick_dtype(self.config, device)
         return self._dtype
 
+    def float32_settings(self) -> dict[str, Any]:
+        """float32 without int8 quantisation: the accuracy guard's reference."""
+        return {"dtype": "float32", "quantize": "none"}
+
     def export_onnx_encoder(self, out_dir: Path) -> Path:
         """Export this encoder with the ONNX backend under `out_dir` (reused when already there).
 
