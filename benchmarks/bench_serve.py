@@ -1,11 +1,19 @@
 """Benchmark: the HTTP service (`serkit serve`) against calling the Predictor directly.
 
-A small eGeMAPS SVM is trained on serkit's synthetic corpus (or ``--model DIR`` is used), the
+Two models are trained on serkit's synthetic corpus (or ``--model DIR`` is used): an SVM on
+Whisper tiny.en pooled features (``{kind="whisper", model="whisper-tiny.en", mode="native",
+window="30s"}``, real weights from the ``whisper`` extra) and an eGeMAPS SVM. Per model, the
 service is started as ``serkit serve`` in a child process on 127.0.0.1 with an ephemeral port,
 and N uploads (multipart WAV, about 2 to 4 s each) are sent at concurrency 1, 8 and 32 with
-httpx. Reported per level: throughput, p50 / p99 latency, errors, and the service's cost over
-`Predictor.predict_file` on the same bytes in this process (per-request ms and ratio; at
-concurrency > 1 the per-request time is wall time / N, so batching and overlap show up there).
+httpx. Reported per level: throughput, p50 / p99 latency, errors, throughput over concurrency
+1's, and p99 over the direct call's p99, all from the same run.
+
+The direct baseline does the same work the service does for one request, in a process like the
+server's: a fresh child process loads the Predictor, warms it, and times
+``Predictor.predict_file(bytes)`` on the same uploads one after another (decode, quality check,
+features, classifier), so the service's cost is HTTP, queueing and batching alone. (It used to
+run in the benchmark's own process, after training, whose torch threads and memory were not
+the server's: there a direct call could be slower than the service.)
 
 Everything is bounded: N requests per level, a time budget per level (requests not started in
 time are skipped and reported), and the server is stopped at the end.
@@ -16,8 +24,9 @@ upload and then sends one byte a second; meanwhile one normal client uploads cli
 another for ``--window`` seconds. Reported per level: the uploads the server holds, requests
 served (200), 503s, other errors and the normal client's latency; level 0 is the baseline.
 
-Run: .venv/bin/python benchmarks/bench_serve.py [--requests 64] [--levels 1 8 32] [--model DIR]
-     .venv/bin/python benchmarks/bench_serve.py --slow-clients 80 200 [--window 10]
+Run: nice .venv/bin/python benchmarks/bench_serve.py [--features whisper egemaps] [--requests 64]
+         [--levels 1 8 32] [--model DIR]
+     nice .venv/bin/python benchmarks/bench_serve.py --features egemaps --slow-clients 80 200 [--window 10]
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -51,17 +61,26 @@ def make_corpus(root: Path):
     return table
 
 
-def train_model(table, dest: Path) -> Path:
-    """A small eGeMAPS SVM on the corpus; returns the model folder."""
+#: The benchmarked feature sets: (extractor settings, the output the SVM reads).
+FEATURES = {
+    "whisper": ({"kind": "whisper", "model": "whisper-tiny.en", "mode": "native", "window": "30s"}, "pooled"),
+    "egemaps": ({"kind": "opensmile"}, "functionals"),
+}
+
+
+def train_model(table, dest: Path, features: str) -> Path:
+    """An SVM on `features` (a `FEATURES` key) of the corpus; returns the model folder."""
     from serkit import audio
     from serkit.features import build_extractor
     from serkit.models import build_model
     from serkit.models.io import save_model
 
-    extractor = build_extractor({"kind": "opensmile"})
+    settings, output = FEATURES[features]
+    extractor = build_extractor(settings)
     rate = extractor.spec.sampling_rate
-    X = np.stack([extractor.extract(audio.load(f, extractor.spec), rate)["functionals"] for f in table["file"]])
-    model = build_model("svm", C_grid=[1, 10]).fit(X, table["label"], groups=table["speaker"])
+    clips = [audio.load(f, extractor.spec) for f in table["file"]]
+    X = np.stack([f[output] for f in extractor.extract_batch(clips, rate)]).astype(np.float32)
+    model = build_model("svm", C_grid=[1, 10], input_kind=output).fit(X, table["label"], groups=table["speaker"])
     return save_model(model, dest, audio_spec=extractor.spec, features=extractor.identity(),
                       fingerprint=extractor.fingerprint())
 
@@ -87,10 +106,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int, max_concurrency: int) -> subprocess.Popen:
+def start_server(model: Path, port: int, max_concurrency: int, feature_workers: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     command = [sys.executable, "-m", "serkit", "serve", str(model), "--host", HOST, "--port", str(port),
                "--max-concurrency", str(max_concurrency)]
+    if feature_workers is not None:
+        command += ["--feature-workers", str(feature_workers)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
@@ -220,30 +241,107 @@ def print_slow_table(results: dict[int, dict], window: float) -> None:
               f"{len(statuses) - served - busy:>5}  {p50:>7.1f}  {p99:>7.1f}")
 
 
-def direct_baseline(model: Path, uploads: list[bytes]) -> float:
-    """Mean seconds per `Predictor.predict_file` call on the same bytes, one at a time."""
+def direct_child(model: Path, folder: Path) -> None:
+    """In a fresh process: seconds per `Predictor.predict_file` call on each upload in `folder`, as JSON."""
     from serkit.inference import Predictor
 
+    uploads = [path.read_bytes() for path in sorted(folder.glob("*.wav"))]
     predictor = Predictor.load(model)
-    for data in uploads[:4]:  # warm-up
+    for data in uploads[:4]:  # warm-up, as the server's
         predictor.predict_file(data)
+    latencies = []
     started = time.perf_counter()
     for data in uploads:
+        begun = time.perf_counter()
         predictor.predict_file(data)
-    return (time.perf_counter() - started) / len(uploads)
+        latencies.append(time.perf_counter() - begun)
+    print(json.dumps({"latencies": latencies, "wall": time.perf_counter() - started}))
+
+
+def direct_baseline(model: Path, uploads: list[bytes], tmp: Path) -> dict:
+    """`direct_child` run in a child process like the server's, on the same bytes."""
+    folder = tmp / "uploads"
+    folder.mkdir(exist_ok=True)
+    for i, data in enumerate(uploads):
+        (folder / f"{i:05d}.wav").write_bytes(data)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, __file__, "--direct-child", str(model), str(folder)], env=env,
+                         capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def serve_levels(model: Path, uploads: list[bytes], levels: list[int], max_concurrency: int, budget: float,
+                 feature_workers: int | None = None) -> dict:
+    """Start ``serkit serve`` on `model`, warm it, send every level's uploads; stop it."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    proc = start_server(model, port, max_concurrency, feature_workers)
+    try:
+        wait_healthy(base, proc)
+        asyncio.run(load_level(base, uploads[:8], 1, 60))  # warm-up
+        asyncio.run(load_level(base, uploads[:16], 8, 60))  # and the worker processes, if any
+        return {c: asyncio.run(load_level(base, uploads, c, budget)) for c in levels}
+    finally:
+        stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _stats(latencies: list[float], wall: float) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms)."""
+    lat = np.array(latencies) * 1000
+    if not len(lat):
+        return 0.0, float("nan"), float("nan")
+    return len(lat) / wall, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def print_table(name: str, direct: dict, results: dict[int, dict], uploads: list[bytes], max_concurrency: int,
+                feature_workers: int | None) -> None:
+    mean_kib = np.mean([len(u) for u in uploads]) / 1024
+    workers = "one per core" if feature_workers is None else feature_workers
+    print(f"\n{name}: serkit serve on {HOST}, {len(uploads)} multipart WAV uploads per level (mean {mean_kib:.0f} KiB), "
+          f"server max_concurrency={max_concurrency}, feature workers {workers}, {os.cpu_count()} CPU(s), load average now: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    d_rate, d_p50, d_p99 = _stats(direct["latencies"], direct["wall"])
+    header = f"{'':>11}  {'req/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'skipped':>7}  " \
+             f"{'req/s / c1':>10}  {'p99 / direct':>12}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'direct':>11}  {d_rate:>7.2f}  {d_p50:>7.1f}  {d_p99:>7.1f}  {0:>6}  {0:>7}  {'':>10}  {1:>12.2f}")
+    first = None
+    for concurrency, r in results.items():
+        rate, p50, p99 = _stats(r["latencies"], r["wall"])
+        first = first if first is not None else rate
+        print(f"{'c=' + str(concurrency):>11}  {rate:>7.2f}  {p50:>7.1f}  {p99:>7.1f}  {r['errors']:>6}  {r['skipped']:>7}  "
+              f"{rate / first if first else float('nan'):>10.2f}  {p99 / d_p99:>12.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--features", nargs="+", choices=sorted(FEATURES), default=["whisper", "egemaps"],
+                        help="models to benchmark (an SVM on each)")
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--model", type=Path, default=None, help="a model folder (default: train a small one)")
+    parser.add_argument("--model", type=Path, default=None, help="a model folder (default: train one per --features)")
     parser.add_argument("--max-concurrency", type=int, default=2, help="the server's batches in flight")
-    parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed per level")
+    parser.add_argument("--feature-workers", type=int, default=None,
+                        help="the server's feature processes (default: its own, one per core; 0: none)")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds allowed per level")
     parser.add_argument("--slow-clients", type=int, nargs="+", default=None, metavar="N",
                         help="measure a normal client beside N trickling clients instead (a 0 baseline is added)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per --slow-clients level")
+    parser.add_argument("--direct-child", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.direct_child is not None:
+        direct_child(*args.direct_child)
+        return 0
     if not 1 <= args.requests <= 10_000 or any(not 1 <= c <= 256 for c in args.levels):
         parser.error("--requests must be 1..10000 and each level 1..256")
     if args.slow_clients is not None and (any(not 0 <= n <= 1000 for n in args.slow_clients) or not 1 <= args.window <= 120):
@@ -251,53 +349,31 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         table = make_corpus(Path(tmp) / "corpus")
-        model = args.model
-        if model is None:
-            print("training a small eGeMAPS SVM on a synthetic corpus ...", flush=True)
-            model = train_model(table, Path(tmp) / "model")
         uploads = wav_uploads(list(table["file"]), args.requests)
-        direct = direct_baseline(model, uploads) if args.slow_clients is None else 0.0
-
-        port = free_port()
-        base = f"http://{HOST}:{port}"
-        proc = start_server(model, port, args.max_concurrency)
-        try:
-            wait_healthy(base, proc)
-            asyncio.run(load_level(base, uploads[:8], 1, 30))  # warm-up
-            if args.slow_clients is not None:
+        models = {"model": args.model} if args.model is not None else {}
+        for features in ([] if args.model is not None else args.features):
+            print(f"training an SVM on {features} features of a synthetic corpus ...", flush=True)
+            models[features] = train_model(table, Path(tmp) / features, features)
+        if args.slow_clients is not None:
+            model = next(iter(models.values()))
+            port = free_port()
+            base = f"http://{HOST}:{port}"
+            proc = start_server(model, port, args.max_concurrency)
+            try:
+                wait_healthy(base, proc)
+                asyncio.run(load_level(base, uploads[:8], 1, 30))  # warm-up
                 levels = [0, *sorted(set(args.slow_clients) - {0})]
                 slow_results = {n: asyncio.run(slow_level(base, port, uploads, n, args.window)) for n in levels}
-            else:
-                results = {c: asyncio.run(load_level(base, uploads, c, args.budget)) for c in args.levels}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    if args.slow_clients is not None:
-        print_slow_table(slow_results, args.window)
-        return 0
-    mean_kib = np.mean([len(u) for u in uploads]) / 1024
-    print(f"\nserkit serve on {HOST}, {args.requests} multipart WAV uploads per level (mean {mean_kib:.0f} KiB), "
-          f"server max_concurrency={args.max_concurrency}, {os.cpu_count()} CPU(s)")
-    print(f"direct Predictor.predict_file on the same bytes: {1000 * direct:.1f} ms per file "
-          f"({1 / direct:.1f} files/s)\n")
-    header = f"{'concurrency':>11}  {'req/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}  {'skipped':>7}  " \
-             f"{'ms/req':>7}  {'over direct':>11}  {'ratio':>5}"
-    print(header)
-    print("-" * len(header))
-    for concurrency, r in results.items():
-        lat = np.array(r["latencies"]) * 1000
-        done = len(lat)
-        throughput = done / r["wall"] if r["wall"] else 0.0
-        # Per-request cost: latency at concurrency 1, wall time / requests when overlapping.
-        per_request = float(np.mean(lat)) if concurrency == 1 else 1000 * r["wall"] / max(done, 1)
-        p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if done else (float("nan"),) * 2
-        print(f"{concurrency:>11}  {throughput:>7.1f}  {p50:>7.1f}  {p99:>7.1f}  {r['errors']:>6}  {r['skipped']:>7}  "
-              f"{per_request:>7.1f}  {per_request - 1000 * direct:>+11.1f}  {per_request / (1000 * direct):>5.2f}")
+            finally:
+                stop_server(proc)
+            print_slow_table(slow_results, args.window)
+            return 0
+        for name, model in models.items():
+            print(f"{name}: direct baseline ...", flush=True)
+            direct = direct_baseline(model, uploads, Path(tmp))
+            print(f"{name}: service ...", flush=True)
+            results = serve_levels(model, uploads, args.levels, args.max_concurrency, args.budget, args.feature_workers)
+            print_table(name, direct, results, uploads, args.max_concurrency, args.feature_workers)
     return 0
 
 

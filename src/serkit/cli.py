@@ -355,10 +355,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError("--max-upload-mb must be positive and --max-concurrency at least 1")
     if min(args.read_timeout, args.header_timeout, args.keep_alive) <= 0 or min(args.max_uploads, args.max_uploads_per_client) < 1:
         raise CommandError("the timeouts must be positive and --max-uploads, --max-uploads-per-client at least 1")
+    if args.feature_workers is not None and args.feature_workers < 0:
+        raise CommandError("--feature-workers must be 0 or more")
     run(args.model, host=args.host, port=args.port, backend=args.backend,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_concurrency=args.max_concurrency,
         read_timeout_s=args.read_timeout, max_uploads=args.max_uploads, max_uploads_per_client=args.max_uploads_per_client,
-        header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive)
+        header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive, feature_workers=args.feature_workers)
     return 0
 
 
@@ -487,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close a connection idle S seconds after a response (uvicorn's timeout_keep_alive; default 5)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.add_argument("--feature-workers", type=int, default=None, metavar="N",
+                   help="processes extracting features for models whose features have no batch API "
+                        "(openSMILE, log-mel, MFCC); default one per core, 0 extracts in the server process")
     p.set_defaults(func=cmd_serve)
     return parser
 
