@@ -213,6 +213,28 @@ def test_build_model_and_hyperparameter_checks() -> None:
             SVMClassifier(**bad).fit(X, y, groups=g)
 
 
+def test_gamma_relative_to_scale_is_scikit_learns_scale_times_the_factor():
+    X, y, g = speaker_blobs(speakers=4, per_class=6)
+    X = X * np.linspace(0.5, 3.0, X.shape[1])  # unequal column scales: standardisation matters
+    for bad in ("scale*", "scale*-1", "scale*x", "scale*inf", "auto*2"):
+        with pytest.raises(ValueError, match="scale\\*F"):
+            SVMClassifier(gamma_grid=[bad]).check_params()
+    relative = SVMClassifier(C_grid=[1.0], gamma_grid=["scale*1"], inner_folds=2).fit(X, y, groups=g)
+    plain = SVMClassifier(C_grid=[1.0], gamma_grid=["scale"], inner_folds=2).fit(X, y, groups=g)
+    scaled = (X - X.mean(0)) / X.std(0)
+    assert relative.best_params_["gamma"] == pytest.approx(1.0 / (X.shape[1] * scaled.var()))
+    np.testing.assert_allclose(relative.predict_proba(X), plain.predict_proba(X), atol=1e-9)
+    doubled = SVMClassifier(C_grid=[1.0], gamma_grid=["scale*2"], inner_folds=2).fit(X, y, groups=g)
+    assert doubled.best_params_["gamma"] == pytest.approx(2 * relative.best_params_["gamma"])
+
+
+def test_the_default_gamma_grid_spans_one_eighth_to_twice_scale():
+    model = SVMClassifier()
+    model.check_params()
+    factors = [svm._scale_factor(g) or 1.0 for g in model.gamma_grid]
+    assert factors == [0.125, 0.25, 0.5, 1.0, 2.0]
+
+
 # --------------------------------------------------------------------------- save / load
 
 
