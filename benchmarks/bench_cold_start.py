@@ -11,9 +11,9 @@ cache), one per kind of the demo (``recipes/demo.toml``) plus the MFCC CNN:
 
 The CNNs train for one epoch: a cold start does not depend on how well they learned. Each row
 runs a fresh process ``--repeat`` times on one 3 s clip. The process calls ``serkit.cli.main``
-(what the ``serkit`` console script runs) with timers around its phases:
+as the ``serkit`` console script runs it, with timers around its phases:
 
-* ``start``: the interpreter's own start (wall minus what the process measured);
+* ``start``: the interpreter's start and exit (wall minus what the process measured);
 * ``import``: ``serkit.cli`` and ``serkit.inference``;
 * ``load``: ``Predictor.load`` (``clf`` of it: loading the classifier; the rest: the
   extractor's setup, e.g. the encoder's weights);
@@ -57,8 +57,8 @@ PHASES = ("start", "import", "load", "clf", "decode", "extract", "classify", "ot
 #: Length of the predicted clip, seconds.
 CLIP_SECONDS = 3.0
 
-#: The child: `serkit predict MODEL CLIP` through serkit.cli.main, with timers around its phases;
-#: writes the phase seconds as JSON to argv[3].
+#: The child: `serkit predict MODEL CLIP` through serkit.cli.main as the console script calls it,
+#: with timers around its phases; writes the phase seconds as JSON to argv[3].
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -84,10 +84,17 @@ P.load = classmethod(timed_load)
 P._read = timed("decode", P._read)
 P._prepare = timed("decode", P._prepare)
 P._extract_clips = timed("extract", P._extract_clips)
-code = cli.main(["predict", sys.argv[1], sys.argv[2]])
-phases["total"] = time.perf_counter() - t0
-with open(sys.argv[3], "w") as out:
-    json.dump(phases, out)
+def dump():
+    phases["total"] = time.perf_counter() - t0
+    with open(phase_file, "w") as out:
+        json.dump(phases, out)
+exit_now = getattr(cli, "_exit_now", None)
+if exit_now is not None:  # the console script ends the process there: write the phases first
+    cli._exit_now = lambda code: (dump(), exit_now(code))
+phase_file = sys.argv[3]
+sys.argv = ["serkit", "predict", sys.argv[1], sys.argv[2]]  # as the console script: main() reads sys.argv
+code = cli.main()
+dump()
 sys.exit(code)
 """
 

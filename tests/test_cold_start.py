@@ -173,3 +173,19 @@ def test_a_whisper_cnn_predicts_without_training_or_svm_libraries(whisper_models
     assert "ctranslate2" in modules and "torch" in modules
     _assert_not_imported(modules, (*TRAINING, "skops", "librosa", "numba", "opensmile"),
                          "a Whisper CNN imported what neither Whisper features nor a CNN use")
+
+
+def test_the_console_script_writes_every_result_and_its_exit_status(egemaps_svm: Path, tmp_path: Path) -> None:
+    """`serkit predict` ends its process without the interpreter's teardown: nothing written may be lost."""
+    clip = _clip(tmp_path / "clip.wav", 1.5, 220.0)
+    missing = tmp_path / "missing.wav"
+    command = [sys.executable, "-m", "serkit", "predict", str(egemaps_svm), str(clip), str(missing)]
+    done = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-3000:]
+    results = json.loads(done.stdout)["predictions"]
+    assert [r["label"] in LABELS for r in results] == [True, False]
+    assert "1 of 2 file(s) could not be predicted" in done.stderr and "missing.wav" in done.stderr
+    out = tmp_path / "out.csv"
+    done = subprocess.run([*command[:-1], "--format", "csv", "-o", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_text().count("\n") == 2 and done.stdout == ""
