@@ -10,7 +10,7 @@ import serkit
 PUBLIC = {
     "PAPER_SPEC", "AudioError", "AudioSpec", "ManifestError", "__version__", "read_manifest",
     "Predictor", "Prediction", "run_recipe", "load_recipe", "RunResult", "RecipeError",
-    "load_model", "save_model", "build_model", "build_extractor", "SpeakerNorm",
+    "load_model", "save_model", "build_model", "build_extractor", "SpeakerNorm", "load_config", "RunConfig",
 }
 
 

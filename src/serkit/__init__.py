@@ -10,6 +10,8 @@ Example::
 
     predictor = serkit.Predictor.load("runs/demo/whisper_svm/model")
     print(predictor.predict_file("clip.wav").label)
+    [config] = serkit.load_config("recipes/emovo_baselines.toml", variants=["whisper_svm"])
+    print(config.model.name, config.features.kind, config.protocol.name)  # typed, checked
     [result] = serkit.run_recipe("recipes/emovo_baselines.toml", variants=["whisper_svm"])
     print(result.metrics["overall"]["ua"]["mean"])
 """
@@ -30,7 +32,9 @@ _LAZY = {
     "run_recipe": "serkit.experiment",
     "load_recipe": "serkit.experiment",
     "RunResult": "serkit.experiment",
-    "RecipeError": "serkit.experiment",
+    "RecipeError": "serkit.config",
+    "load_config": "serkit.config",
+    "RunConfig": "serkit.config",
     "load_model": "serkit.models.io",
     "save_model": "serkit.models.io",
     "build_model": "serkit.models.base",

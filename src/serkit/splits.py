@@ -458,8 +458,14 @@ def _builder(protocol: str) -> Callable[..., pd.DataFrame]:
     return PROTOCOLS[protocol]
 
 
-def _builder_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options meant for the protocol's builder; unknown or missing ones are errors."""
+def protocol_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options meant for the protocol's builder; unknown or missing ones are errors.
+
+    `serkit.config` calls it when a recipe is loaded, so a bad option fails before any work.
+
+    Raises:
+        ValueError: Unknown protocol, unknown option, or a missing required one.
+    """
     parameters = {
         name: p for name, p in inspect.signature(_builder(protocol)).parameters.items()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
@@ -654,7 +660,7 @@ def make_folds(manifest: pd.DataFrame, protocol: str, **options: Any) -> pd.Data
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     frame = _check_manifest(manifest)
-    builder_options = _builder_options(protocol, options)
+    builder_options = protocol_options(protocol, options)
     base = _builder(protocol)(frame, **builder_options)
     independent = _SPEAKER_INDEPENDENT[protocol]
     if independent is None:
