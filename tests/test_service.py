@@ -542,7 +542,9 @@ def test_trickling_uploads_do_not_lock_out_other_clients(predictor, clips, slow_
 
 
 def test_uploads_are_capped_per_client_and_in_all(predictor, clips) -> None:
-    app = create_app(predictor, max_upload_bytes=LIMIT, read_timeout_s=2, max_uploads=6, max_uploads_per_client=4)
+    # Upload places are tested, not the model: no feature processes starting up beside the 2 s read timeout.
+    app = create_app(predictor, max_upload_bytes=LIMIT, read_timeout_s=2, max_uploads=6, max_uploads_per_client=4,
+                     feature_workers=0)
     with serving(app, header_timeout_s=1) as base, httpx.Client(base_url=base, timeout=30) as client:
         with trickling(base, 5, source="127.0.0.2") as first:
             # The fifth upload from one address is refused at once; other addresses are not.

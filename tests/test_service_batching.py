@@ -172,6 +172,9 @@ def test_an_unbatchable_extractor_runs_in_the_worker_pool(egemaps) -> None:
         _same(got_first, want)
         _same(got, want)
     assert predictor.feature_map is None and pool.closed
+    for pid in pool.worker_pids:  # stopping waits for the workers to exit
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     _same(predictor.predict_file(uploads[0]), expected[0])  # and it still predicts on its own
 
 

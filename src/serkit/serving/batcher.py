@@ -150,7 +150,8 @@ class Batcher:
         if self.feature_pool is not None:
             if getattr(self.predictor, "feature_map", None) == self.feature_pool.map:
                 self.predictor.feature_map = None
-            self.feature_pool.close()
+            # Waited for: uvicorn re-raises SIGTERM after shutdown, so nothing runs after this.
+            await asyncio.to_thread(self.feature_pool.close)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or fail with 503 when the queue is full (the client should retry)."""

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +28,7 @@ __all__ = ["FeaturePool", "batches_features", "usable_cores"]
 logger = logging.getLogger("serkit.serving")
 
 _extractor: Any = None  # the worker process's own extractor (set by _start_worker)
+_ORPHAN_CHECK_S = 1.0  # how often a worker checks that its server still runs
 
 
 def batches_features(extractor: Any) -> bool:
@@ -45,10 +47,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _start_worker(extractor: Any) -> None:
+def _start_worker(extractor: Any, server_pid: int) -> None:
     global _extractor
     extractor.setup(None)
     _extractor = extractor
+    threading.Thread(target=_exit_with, args=(server_pid,), name="serkit-orphan-watch", daemon=True).start()
+
+
+def _exit_with(server_pid: int) -> None:
+    """End this worker once the server is gone.
+
+    A server killed outright (SIGKILL, or uvicorn re-raising SIGTERM after its shutdown) never
+    tells its workers to stop, and they would wait for work forever.
+    """
+    while True:
+        time.sleep(_ORPHAN_CHECK_S)
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass  # a process of that id exists (another user's): keep waiting
 
 
 def _extract(clip: np.ndarray, sampling_rate: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -93,7 +112,7 @@ class FeaturePool:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         return ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context(method),
-            initializer=_start_worker, initargs=(self.extractor,),
+            initializer=_start_worker, initargs=(self.extractor, os.getpid()),
         )
 
     def warm_up(self, when_ready: Callable[[], None]) -> None:
@@ -145,6 +164,6 @@ class FeaturePool:
         return [features for _, features in done]
 
     def close(self) -> None:
-        """Stop the workers (waiting for none); later `map` calls extract in the caller's thread."""
+        """Stop the workers and wait until they have exited; later `map` calls extract in the caller's thread."""
         self.closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
