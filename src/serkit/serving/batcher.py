@@ -100,7 +100,8 @@ class Batcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
         self.slots = asyncio.Semaphore(max_concurrency)
         self.executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="serkit-infer")
-        self.decoders = ThreadPoolExecutor(max_workers=decode_workers or usable_cores(), thread_name_prefix="serkit-decode")
+        self.decoders = ThreadPoolExecutor(max_workers=decode_workers or usable_cores(),
+                                           thread_name_prefix="serkit-decode")
         self.feature_workers = feature_workers
         self.feature_pool: FeaturePool | None = None
         self._inflight: set[asyncio.Task] = set()
@@ -148,10 +149,11 @@ class Batcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.decoders.shutdown(wait=False, cancel_futures=True)
         if self.feature_pool is not None:
-            if getattr(self.predictor, "feature_map", None) == self.feature_pool.map:
-                self.predictor.feature_map = None
+            pool = self.feature_pool
             # Waited for: uvicorn re-raises SIGTERM after shutdown, so nothing runs after this.
-            await asyncio.to_thread(self.feature_pool.close)
+            await asyncio.to_thread(pool.close)
+            if getattr(self.predictor, "feature_map", None) == pool.map:  # after close: no late `ready`
+                self.predictor.feature_map = None
 
     def submit(self, job: Job) -> None:
         """Queue a job, or fail with 503 when the queue is full (the client should retry)."""
