@@ -21,15 +21,14 @@ class CommandError(Exception):
 
 
 def _parse_option(text: str) -> tuple[str, object]:
-    """``key=value`` -> (key, value), with value read as JSON when it parses (ints, bools)."""
+    """``key=value`` -> (key, value); the value is read as `serkit.config.parse_value` reads ``--set``
+    values (TOML syntax: numbers, booleans, lists, quoted strings; a bare word is a string)."""
+    from serkit.config import parse_value
+
     if "=" not in text:
         raise CommandError(f"option {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    try:
-        value: object = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip().replace("-", "_"), value
+    return key.strip().replace("-", "_"), parse_value(raw.strip())
 
 
 def _report_skipped(skipped: list[dict[str, str]], dest: Path | None) -> int:

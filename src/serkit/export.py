@@ -194,11 +194,10 @@ def _check_export(path: Path, rows: np.ndarray, expected: np.ndarray) -> float:
 
 def _export_encoder(saved: Any, out_dir: Path) -> dict[str, Any]:
     """Export the features' encoder with its extractor's own ONNX export, under `out_dir`."""
-    from serkit.audio import AudioSpec
-    from serkit.features import build_extractor
+    from serkit.features.base import extractor_from_identity
 
     identity = saved.features
-    extractor = build_extractor({"kind": identity["kind"], **identity["config"]}, AudioSpec.from_dict(identity["audio_spec"]))
+    extractor = extractor_from_identity(identity)
     path = extractor.export_onnx_encoder(out_dir)
     return {
         "file": path.relative_to(out_dir).as_posix(),

@@ -42,8 +42,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from serkit.audio import AudioError, AudioSpec, collect_notes, fix_length, preprocess, probe, read, stream
-from serkit.features.base import Extractor, build_extractor, exports_onnx_encoder
+from serkit.audio import AudioError, collect_notes, fix_length, preprocess, probe, read, stream
+from serkit.features.base import Extractor, exports_onnx_encoder, extractor_from_identity
 from serkit.models.io import ModelFormatError
 from serkit.quality import LevelMeter, QualityWarning, check, check_levels, decoding_findings, model_min_duration
 
@@ -231,13 +231,11 @@ def _input_frames(model_dir: Path, meta: dict[str, Any]) -> int | None:
 def _build_features(model_dir: Path, info: _ModelInfo, backend: str) -> Extractor:
     """The extractor the model was trained with, from its recorded identity."""
     identity = info.features
-    settings = dict(identity["config"])
+    changes: dict[str, Any] = {}
     if backend == "onnx" and exports_onnx_encoder(identity["kind"]) and _has_onnx_encoder(model_dir):
-        settings["backend"] = "onnx"  # reuse the encoder that `serkit export --encoder` wrote
-        settings["device"] = None
+        changes = {"backend": "onnx", "device": None}  # reuse the encoder that `serkit export --encoder` wrote
     try:
-        spec = AudioSpec.from_dict(identity["audio_spec"])
-        return build_extractor({"kind": identity["kind"], **settings}, spec)
+        return extractor_from_identity(identity, **changes)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{model_dir}: cannot rebuild the feature extractor from model.json ({exc})") from None
 

@@ -115,6 +115,22 @@ def build_extractor(config: dict[str, Any], spec: AudioSpec | None = None) -> Ex
     return cls(config_from_dict(cls.config_class, settings, f"features.{kind}"), spec)
 
 
+def extractor_from_identity(identity: dict[str, Any], **changes: Any) -> Extractor:
+    """Rebuild the extractor a model was trained with from its recorded `Extractor.identity`.
+
+    Args:
+        identity: ``{"kind", "config", "audio_spec", ...}`` as saved in ``model.json``.
+        **changes: Settings to replace (e.g. ``backend="onnx"`` to run a saved ONNX encoder).
+
+    Raises:
+        ValueError: An identity that no longer builds (unknown kind or setting); KeyError: a missing part.
+    """
+    from serkit.audio import AudioSpec
+
+    settings = {**identity["config"], **changes}
+    return build_extractor({"kind": identity["kind"], **settings}, AudioSpec.from_dict(identity["audio_spec"]))
+
+
 def exports_onnx_encoder(kind: str | None) -> bool:
     """Whether the extractor family `kind` can export its encoder to ONNX (False for unknown kinds)."""
     try:
