@@ -55,7 +55,7 @@ def test_sections_are_typed(tmp_path: Path):
         (("name = \"loso\"", "name = \"speaker_kfold\"\noptions = { n_fold = 3 }"), r"unknown option\(s\) \['n_fold'\]"),
         (("name = \"loso\"", "name = \"holdout\""), r"missing required option\(s\) \['test_speakers'\]"),
         (("name = \"loso\"", "name = \"loso\"\nval_fraction = 1.5"), r"val_fraction must be in \[0, 1\)"),
-        (("bootstrap = 200", "bootstrap = -1"), r"run.bootstrap must be >= 0"),
+        (("bootstrap = 200", "bootstrap = 0"), r"run.bootstrap must be >= 1"),
         (("bootstrap = 200", "bootstrap = 200\nseeds = [\"a\"]"), r"run.seeds must be a non-empty list of integers"),
         (("kind = \"mfcc\"", "kind = \"mfcc\"\nn_mfccs = 13"), r"features: .*n_mfccs"),
         (("kind = \"mfcc\"", "kind = \"spectrogram\""), r"features: feature kind 'spectrogram' unknown"),

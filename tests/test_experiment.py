@@ -174,3 +174,30 @@ def test_a_bad_model_parameter_fails_before_any_work(tmp_path: Path, model: str,
     with pytest.raises(RecipeError, match=message):
         run_recipe(recipe, progress=False)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "corpus").exists()
+
+
+def test_a_neural_final_model_stops_on_validation_speakers_drawn_like_the_folds(recipe: Path, monkeypatch):
+    """The final model's early-stopping rows are splits.draw_validation's, as every fold's are."""
+    from serkit import experiment, splits
+
+    draws, fits = [], []
+    real_draw, real_fit = splits.draw_validation, experiment._fit
+
+    def draw(labels, speakers, fraction, seed):
+        mask = real_draw(labels, speakers, fraction, seed)
+        draws.append((len(labels), int(mask.sum())))
+        return mask
+
+    def fit(model, X, y, groups, X_val, y_val):
+        fits.append((len(X), None if X_val is None else len(X_val)))
+        return real_fit(model, X, y, groups, X_val, y_val)
+
+    monkeypatch.setattr(splits, "draw_validation", draw)
+    monkeypatch.setattr(experiment, "_fit", fit)
+    overrides = ["model.name=pooled", 'model.params={ input_kind = "stats", max_epochs = 2, batch_size = 16 }',
+                 "run.report=false", "protocol.val_fraction=0.25"]
+    [result] = run_recipe(recipe, overrides, progress=False)
+    n = len(pd.read_csv(result.run_dir / "manifest.csv"))
+    [(rows, held)] = [d for d in draws if d[0] == n]  # one draw over every utterance: the final model's
+    assert 0 < held < n and fits[-1] == (n - held, held)
+    assert (result.run_dir / "model" / "model.json").is_file()

@@ -293,7 +293,7 @@ class RunSettings:
         cache: Feature cache root.
         final_model: Train and save a model on every utterance at the end.
         report: Write report/report.md.
-        bootstrap: Speaker-bootstrap resamples for the intervals (0 = none).
+        bootstrap: Speaker-bootstrap resamples for the intervals (at least 1).
         max_frames: Cut or pad frame maps to this many frames (None = longest).
         batch_size: Clips per extractor call (None = the extractor's own).
     """
@@ -311,8 +311,8 @@ class RunSettings:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
             raise RecipeError(f"run.seeds must be a non-empty list of integers, got {list(self.seeds)!r}")
-        if self.bootstrap < 0:
-            raise RecipeError(f"run.bootstrap must be >= 0, got {self.bootstrap}")
+        if self.bootstrap < 1:  # serkit.metrics draws at least one resample
+            raise RecipeError(f"run.bootstrap must be >= 1, got {self.bootstrap}")
         for name in ("max_frames", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

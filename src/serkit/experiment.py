@@ -449,7 +449,7 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
 def _final_model(config: RunConfig, table: FeatureTable, manifest, extractor, run_dir: Path, metrics: dict) -> Path:
     """Train on every utterance (validation speakers for early stopping) and save it."""
     from serkit.models.io import save_model
-    from serkit.splits import make_folds
+    from serkit.splits import draw_validation, speaker_keys
 
     model_dir = run_dir / "model"
     if (model_dir / "model.json").exists():
@@ -460,10 +460,9 @@ def _final_model(config: RunConfig, table: FeatureTable, manifest, extractor, ru
     val: list[str] = []
     fraction = config.protocol.val_fraction
     if _takes_validation(model) and fraction > 0 and manifest["speaker"].nunique() > 1:
-        # the test part of one speaker fold serves as validation; nothing is tested here
-        n_folds = min(manifest["speaker"].nunique(), max(2, round(1 / fraction)))
-        split = make_folds(manifest, "speaker_kfold", n_folds=n_folds, val_fraction=0.0, seed=seed)
-        val = _fold_rows(split, 0, "test")
+        # validation speakers for early stopping, drawn as every fold's are (nothing is tested here)
+        mask = draw_validation(manifest["label"].to_numpy(), speaker_keys(manifest), fraction, seed)
+        val = manifest.loc[mask, "utt_id"].tolist()
     held = set(val)
     train = [u for u in manifest["utt_id"] if u not in held]
     norm = config.build_transform()
