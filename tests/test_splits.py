@@ -340,16 +340,18 @@ def test_make_folds_with_one_training_speaker_draws_its_rows() -> None:
     check_folds(manifest, folds)  # the test speaker stays out of training and validation
 
 
-def test_the_estimator_draws_validation_with_draw_validation() -> None:
+def test_the_estimators_own_validation_is_drawn_in_splits_by_speaker() -> None:
+    """Fitted without validation rows, a neural classifier validates on whole speakers drawn in splits.py."""
     pytest.importorskip("torch")
     from serkit.models.data import validation_split
 
     labels, speakers = _rows(toy_manifest(9))
     codes = np.unique(labels, return_inverse=True)[1]
     train, val = validation_split(codes, speakers, 0.3, seed=8)
-    mask = splits.draw_validation(codes, speakers, 0.3, seed=8)
+    mask = splits.kfold_validation(codes, speakers, 0.3, seed=8)
     np.testing.assert_array_equal(val, np.flatnonzero(mask))
     np.testing.assert_array_equal(train, np.flatnonzero(~mask))
+    assert set(speakers[val]).isdisjoint(speakers[train]) and len(set(speakers[val])) == 3  # round(1 / 0.3) folds
 
 
 # --------------------------------------------------------------------------- predefined

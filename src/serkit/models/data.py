@@ -48,11 +48,10 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation row indices, the validation rows drawn by speaker.
 
-    The draw is `serkit.splits.draw_validation`, the one that also draws an experiment's
-    ``val`` rows: whole speakers close to `val_fraction` of the rows, every class kept in
-    training; with a single speaker, rows of that speaker (with a warning). Without groups
-    the split is stratified by label and a warning is logged: early stopping on it is
-    speaker-dependent, hence optimistic.
+    The draw is `serkit.splits.kfold_validation` (one speaker-grouped stratified fold; see its
+    docstring for why it is not yet `draw_validation`, the draw of an experiment's ``val``
+    rows). Without groups the split is stratified by label and a warning is logged: early
+    stopping on it is speaker-dependent, hence optimistic.
 
     Args:
         codes: Integer class codes of the rows.
@@ -66,14 +65,14 @@ def validation_split(
     Raises:
         ValueError: `val_fraction` outside [0, 1), or groups of the wrong length.
     """
-    from serkit.splits import draw_validation  # pandas only when training draws its own split
+    from serkit.splits import kfold_validation  # pandas only when training draws its own split
 
     if groups is None and val_fraction > 0:
         logger.warning(
             "no speaker groups given: the validation split is random and speaker-dependent, "
             "so early stopping and the best epoch are chosen optimistically; pass groups=speakers"
         )
-    mask = draw_validation(codes, groups, val_fraction, seed)
+    mask = kfold_validation(codes, groups, val_fraction, seed)
     rows = np.arange(len(codes))
     return rows[~mask], rows[mask]
 
