@@ -60,6 +60,8 @@ def test_sections_are_typed(tmp_path: Path):
         (("kind = \"mfcc\"", "kind = \"mfcc\"\nn_mfccs = 13"), r"features: .*n_mfccs"),
         (("kind = \"mfcc\"", "kind = \"spectrogram\""), r"features: feature kind 'spectrogram' unknown"),
         (("root = ", "folder = "), r"unknown key 'folder'"),
+        (("name = \"loso\"", "name = \"speaker_kfold\"\noptions = { n_folds = 1 }"), r"n_folds must be an integer >= 2, got 1"),
+        (("C_grid = [1.0, 10.0]", "C_grid = 5"), r"model: svm: C_grid must be a non-empty list"),
     ],
 )
 def test_bad_values_are_named_at_load_before_any_work(tmp_path: Path, change, message):

@@ -5,7 +5,9 @@ than float32; with AVX-512 BF16 or AMX it is several times faster. So "auto" nev
 
 1. It reads what the processor offers (`cpu_info`: the ``flags`` line of ``/proc/cpuinfo``,
    e.g. ``amx_bf16``, ``avx512_bf16``, ``amx_int8``, ``avx512_vnni``). A reduced precision that
-   the processor has no instructions for is not even timed: float32 is chosen at no cost.
+   the processor has no instructions for is not even timed: float32 is chosen at no cost. A
+   backend that knows its own efficient types (CTranslate2) passes them as ``supported``
+   instead, and those are timed.
 2. Otherwise it times each remaining candidate on a short probe (best of a few calls) and keeps
    the fastest that beats float32 by at least ``min_speedup`` and, where a probe reports one,
    whose deviation from float32 stays within ``tolerance``.

@@ -478,6 +478,8 @@ def protocol_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any
     missing = [n for n in required if n not in options]
     if missing:
         raise ValueError(f"{protocol}: missing required option(s) {missing}; allowed: {allowed}")
+    if "n_folds" in options:  # a value that needs no data to be wrong
+        _check_n_folds(options["n_folds"], protocol)
     return {k: v for k, v in options.items() if k in parameters}
 
 

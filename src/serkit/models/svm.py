@@ -240,6 +240,11 @@ def _finite_float(X: Any) -> np.ndarray:
     return arr
 
 
+def _is_list(value: Any) -> bool:
+    """A list or tuple of values (a bare number or string is not a grid)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def _scale_factor(gamma: Any) -> float | None:
     """F of a ``"scale*F"`` grid entry (F > 0), else None."""
     if not isinstance(gamma, str) or not gamma.startswith("scale*"):
@@ -323,12 +328,12 @@ class SVMClassifier(Classifier):
     # ----------------------------------------------------------------- validation
 
     def check_params(self) -> None:
-        if isinstance(self.C_grid, (str, bytes)) or not list(self.C_grid):
+        if not _is_list(self.C_grid) or not list(self.C_grid):
             raise ValueError(f"svm: C_grid must be a non-empty list of positive numbers, got {self.C_grid!r}")
         for c in self.C_grid:
             if isinstance(c, bool) or not isinstance(c, numbers.Real) or not c > 0:
                 raise ValueError(f"svm: C_grid values must be positive numbers, got {c!r}")
-        if isinstance(self.gamma_grid, (str, bytes)) or not list(self.gamma_grid):
+        if not _is_list(self.gamma_grid) or not list(self.gamma_grid):
             raise ValueError(f"svm: gamma_grid must be a non-empty list, got {self.gamma_grid!r}")
         for g in self.gamma_grid:
             number = isinstance(g, numbers.Real) and not isinstance(g, bool) and g > 0
