@@ -1,6 +1,6 @@
 """Benchmark: two `serkit extract` processes sharing one feature cache against one process.
 
-A synthetic corpus (`serkit.synth.write_corpus`, source-filter voice) and one manifest; each
+A synthetic corpus (`serkit.data.synth.write_corpus`, source-filter voice) and one manifest; each
 run starts on a fresh, empty cache. "one": a single `serkit extract`. "two": two started
 together on the same manifest and cache, with no torchrun sharding; they split the work through
 per-item claims (`serkit.features.claims`). Every process runs one compute thread (the
@@ -38,9 +38,9 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 def make_manifest(folder: Path, speakers: int, per_emotion: int) -> Path:
     """A synthetic corpus and its manifest CSV."""
-    from serkit.datasets import prepare
-    from serkit.schema import write_manifest
-    from serkit.synth import write_corpus
+    from serkit.data.datasets import prepare
+    from serkit.data.schema import write_manifest
+    from serkit.data.synth import write_corpus
 
     listing = write_corpus(folder / "corpus", speakers=speakers, per_emotion=per_emotion, voice="source-filter")
     return write_manifest(prepare("csv", listing), folder / "manifest.csv")

@@ -14,7 +14,7 @@ runs a fresh process ``--repeat`` times on one 3 s clip. The process calls ``ser
 as the ``serkit`` console script runs it, with timers around its phases:
 
 * ``start``: the interpreter's start and exit (wall minus what the process measured);
-* ``import``: ``serkit.cli`` and ``serkit.inference``;
+* ``import``: ``serkit.cli`` and ``serkit.inference.predictor``;
 * ``load``: ``Predictor.load`` (``clf`` of it: loading the classifier; the rest: the
   extractor's setup, e.g. the encoder's weights);
 * ``decode``: reading the file and preparing its clips (quality check, resampling);
@@ -146,7 +146,7 @@ def make_corpus(root: Path):
     """A small synthetic corpus (4 speakers x 4 emotions x 3 clips); returns its listing."""
     import pandas as pd
 
-    from serkit import synth
+    from serkit.data import synth
 
     table = pd.read_csv(synth.write_corpus(root, speakers=4, per_emotion=3, voice="source-filter"))
     table["file"] = [root / p for p in table["path"]]
@@ -168,7 +168,7 @@ def train(table, names: list[str], root: Path) -> dict[str, Path]:
 
     Models with the same features share one extraction (the two Whisper models).
     """
-    from serkit import audio
+    from serkit.data import audio
     from serkit.features import build_extractor
     from serkit.models import build_model
     from serkit.models.io import save_model

@@ -54,7 +54,7 @@ def make_corpus(root: Path):
     """A small synthetic corpus (4 speakers x 4 emotions x 4 clips); returns its listing."""
     import pandas as pd
 
-    from serkit import synth
+    from serkit.data import synth
 
     table = pd.read_csv(synth.write_corpus(root, speakers=4, per_emotion=4, voice="source-filter"))
     table["file"] = [root / p for p in table["path"]]
@@ -70,7 +70,7 @@ FEATURES = {
 
 def train_model(table, dest: Path, features: str) -> Path:
     """An SVM on `features` (a `FEATURES` key) of the corpus; returns the model folder."""
-    from serkit import audio
+    from serkit.data import audio
     from serkit.features import build_extractor
     from serkit.models import build_model
     from serkit.models.io import save_model
@@ -89,7 +89,7 @@ def wav_uploads(files: list[Path], count: int) -> list[bytes]:
     """`count` uploads: the corpus files re-encoded as 16 kHz 16-bit WAV, cycled."""
     import soundfile as sf
 
-    from serkit.audio import AudioSpec, load
+    from serkit.data.audio import AudioSpec, load
 
     spec = AudioSpec(sampling_rate=16000, duration=None)
     encoded = []
@@ -243,7 +243,7 @@ def print_slow_table(results: dict[int, dict], window: float) -> None:
 
 def direct_child(model: Path, folder: Path) -> None:
     """In a fresh process: seconds per `Predictor.predict_file` call on each upload in `folder`, as JSON."""
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     uploads = [path.read_bytes() for path in sorted(folder.glob("*.wav"))]
     predictor = Predictor.load(model)

@@ -1,4 +1,4 @@
-"""serkit.audio against a zoo of real, synthetic and deliberately broken audio files.
+"""serkit.data.audio against a zoo of real, synthetic and deliberately broken audio files.
 
 Every case writes its own file under tmp_path: well-formed files in every container and sample
 format libsndfile reads, and hand-built broken ones (zero frames, truncated data, corrupt FLAC,
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from serkit.audio import (
+from serkit.data.audio import (
     PAPER_SPEC,
     AudioError,
     AudioInfo,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit.audio import AudioError, AudioSpec, DecodeWarning, HeaderWarning, display_name, load, probe, read, stream
+from serkit.data.audio import AudioError, AudioSpec, DecodeWarning, HeaderWarning, display_name, load, probe, read, stream
 from tests.encoded_audio import FORMATS, encode, id3v2_with_picture, stream_samples, tone, write_format
 
 pytest.importorskip("av")

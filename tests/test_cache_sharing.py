@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from serkit.atomic import atomic_path, atomic_write, make_temp_dir, remove_stale_temps
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features.cache import STALE_TEMP_SECONDS, FeatureCache
 from serkit.features.claims import try_claim
 from serkit.features.extract import extract_manifest
-from serkit.schema import write_manifest
+from serkit.data.schema import write_manifest
 from tests.test_extract import SERKIT, EnvelopeExtractor, _all_items, _assert_same_items, make_manifest
 
 

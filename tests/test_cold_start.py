@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features import build_extractor
 from serkit.models.io import save_model
 
@@ -31,7 +31,7 @@ SR = 16000
 #: Run in the child: load, predict one clip, print the prediction's labels and the imported modules.
 CHILD = """
 import json, sys
-from serkit.inference import Predictor
+from serkit.inference.predictor import Predictor
 prediction = Predictor.load(sys.argv[1]).predict_file(sys.argv[2])
 print(json.dumps({"label": prediction.label, "modules": sorted(sys.modules)}))
 """

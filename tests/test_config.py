@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from serkit.audio import AudioSpec
-from serkit.config import RecipeError, RunConfig, load_config, load_recipe, parse_value, resolve_variants
-from serkit.experiment import run_recipe
+from serkit.data.audio import AudioSpec
+from serkit.experiment.config import RecipeError, RunConfig, load_config, load_recipe, parse_value, resolve_variants
+from serkit.experiment.runner import run_recipe
 
 from tests.test_experiment import RECIPE
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serkit import datasets
+from serkit.data import datasets
 from serkit.cli import main
-from serkit.datasets import shemo as shemo_adapter
-from serkit.schema import ManifestError, read_manifest
+from serkit.data.datasets import shemo as shemo_adapter
+from serkit.data.schema import ManifestError, read_manifest
 from tests import audio_factory, corpus_trees
 
 CORPORA = sorted(corpus_trees.BUILDERS)

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from serkit import download
-from serkit.download import SHEMO_ARCHIVES, Archive, DownloadError, download_corpus, fetch, unpack
+from serkit.data import download
+from serkit.data.download import SHEMO_ARCHIVES, Archive, DownloadError, download_corpus, fetch, unpack
 from tests import audio_factory
 
 FEMALE = ("F01A01", "F01N02", "F02H01", "F02F01")
@@ -207,7 +207,7 @@ def test_shemo_archives_are_the_official_lfs_files() -> None:
 
 
 def test_the_archives_are_facts_of_the_corpus_module() -> None:
-    from serkit.datasets import shemo
+    from serkit.data.datasets import shemo
 
     assert SHEMO_ARCHIVES is shemo.ARCHIVES and Archive is type(shemo.ARCHIVES[0])
     hint = shemo.download_hint(SHEMO_ARCHIVES, Path("/data/shemo"))

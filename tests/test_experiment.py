@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from serkit.cli import main
-from serkit.experiment import RecipeError, load_recipe, resolve_variants, run_recipe
+from serkit.experiment.runner import RecipeError, load_recipe, resolve_variants, run_recipe
 
 RECIPE = """
 name = "small"
@@ -178,7 +178,8 @@ def test_a_bad_model_parameter_fails_before_any_work(tmp_path: Path, model: str,
 
 def test_a_neural_final_model_stops_on_validation_speakers_drawn_like_the_folds(recipe: Path, monkeypatch):
     """The final model's early-stopping rows are splits.draw_validation's, as every fold's are."""
-    from serkit import experiment, splits
+    from serkit.experiment import runner as experiment
+    from serkit.evaluation import splits
 
     draws, fits = [], []
     real_draw, real_fit = splits.draw_validation, experiment._fit

@@ -55,7 +55,7 @@ def _untrained(model: Any, input_shape: tuple[int, ...], classes: list[str]) -> 
 
 
 def test_a_model_without_an_export_says_so(tmp_path: Path) -> None:
-    from serkit.export import _export_classifier
+    from serkit.inference.export import _export_classifier
 
     with pytest.raises(NotImplementedError, match=r"_NoExport \(model 'no_export'\) has no ONNX export"):
         _NoExport().to_onnx(17)

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serkit.audio import AudioSpec, load
+from serkit.data.audio import AudioSpec, load
 from serkit.features import build_extractor
 from serkit.features.base import Extractor
 from serkit.features.cache import FeatureCache
 from serkit.features.extract import extract_manifest, finish_run, load_feature_config, shard
-from serkit.schema import write_manifest
+from serkit.data.schema import write_manifest
 from tests.audio_factory import write
 
 SERKIT = [sys.executable, "-m", "serkit"]

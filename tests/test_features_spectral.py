@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit.audio import AudioSpec, load
+from serkit.data.audio import AudioSpec, load
 from serkit.features import build_extractor
 from serkit.features.spectral import LogMelConfig, LogMelExtractor, MFCCConfig, MFCCExtractor, utterance_stats
 from tests.audio_factory import voiced

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features import build_extractor
 from serkit.features.ssl import (
     ModelNotAvailableError,

@@ -299,7 +299,9 @@ def test_real_tiny_en_features_learn_emotions_across_speakers(tmp_path):
     import pandas as pd
     from sklearn.metrics import balanced_accuracy_score
 
-    from serkit import audio, synth
+    from serkit.data import audio
+
+    from serkit.data import synth
     from serkit.models import build_model
 
     if not HAS_TINY_EN:
@@ -337,7 +339,7 @@ def test_emovo_leave_one_speaker_out_with_tiny_en_and_svm(shared_data, tmp_path)
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    from serkit import datasets
+    from serkit.data import datasets
     from serkit.features.cache import FeatureCache
     from serkit.features.extract import extract_manifest
     from serkit.models import build_model

@@ -1,4 +1,4 @@
-"""Prediction (serkit.inference), ONNX export (serkit.export) and `serkit predict` / `serkit export`.
+"""Prediction (serkit.inference.predictor), ONNX export (serkit.inference.export) and `serkit predict` / `serkit export`.
 
 Models are trained once per session, without the experiment runner, on a small synthetic
 corpus: an SVM on openSMILE functionals, a CNN and an attention-pooled head on MFCC frames, an
@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serkit.audio import AudioError, AudioSpec, load, read
+from serkit.data.audio import AudioError, AudioSpec, load, read
 from serkit.cli import main
-from serkit.export import CLASSIFIER_FILE, EXPORT_DIR, RECORD_FILE, OnnxClassifier, export_onnx, read_export_record
+from serkit.inference.export import CLASSIFIER_FILE, EXPORT_DIR, RECORD_FILE, OnnxClassifier, export_onnx, read_export_record
 from serkit.features import build_extractor
-from serkit.inference import Prediction, Predictor, format_predictions, segment_bounds
+from serkit.inference.predictor import Prediction, Predictor, format_predictions, segment_bounds
 from serkit.models import build_model
 from serkit.models.io import ModelFormatError, load_model, save_model
 
@@ -41,7 +41,7 @@ MODELS = ("svm", "cnn", "pooled", "efficientnet")
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     """48 synthetic utterances: 4 speakers x 4 emotions x 3, with absolute paths."""
-    from serkit.synth import write_corpus
+    from serkit.data.synth import write_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     meta = pd.read_csv(write_corpus(root, speakers=4, per_emotion=3, voice="source-filter"))
@@ -585,7 +585,7 @@ def test_a_failed_export_check_leaves_no_file(models, tmp_path, monkeypatch):
     """The graph is moved into place only after onnxruntime reproduced the model; else nothing stays."""
     import shutil
 
-    from serkit import export
+    from serkit.inference import export
 
     folder = tmp_path / "svm"
     shutil.copytree(models["svm"], folder)

@@ -1,4 +1,4 @@
-"""WA / UA / macro-F1, confusion orientation, bootstrap intervals and metrics.json of `serkit.metrics`."""
+"""WA / UA / macro-F1, confusion orientation, bootstrap intervals and metrics.json of `serkit.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from serkit.metrics import bootstrap_ci, classification_metrics, evaluate_run  # noqa: E402
+from serkit.evaluation.metrics import bootstrap_ci, classification_metrics, evaluate_run  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 # 6 a, 2 b, 2 c; one b and one c are called a: WA = 8/10 but UA = (1 + 1/2 + 1/2) / 3.

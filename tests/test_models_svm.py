@@ -19,7 +19,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.models import build_model, svm
 from serkit.models.io import FORMAT_VERSION, ModelFormatError, load_model, save_model
 from serkit.models.svm import SVMClassifier
@@ -65,7 +65,8 @@ def layered(X: np.ndarray, layers: int, informative: int, seed: int = 1) -> np.n
 def synth_egemaps(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """eGeMAPS functionals of serkit's synthetic corpus (6 speakers), extracted once."""
     pytest.importorskip("opensmile")
-    from serkit import audio, synth
+    from serkit.data import audio
+    from serkit.data import synth
     from serkit.features import build_extractor
 
     root = tmp_path_factory.mktemp("synth")
@@ -365,7 +366,7 @@ def test_save_model_replaces_a_folder_atomically(fitted: tuple[SVMClassifier, np
 def emovo_egemaps(shared_data: Path) -> pd.DataFrame:
     """eGeMAPS functionals of all 588 EMOVO clips (about 35 s on 1 core; extracted once per session)."""
     pytest.importorskip("opensmile")
-    from serkit.datasets import prepare
+    from serkit.data.datasets import prepare
 
     if not (shared_data / "emovo").is_dir():
         pytest.skip("EMOVO not in the shared data")
@@ -382,7 +383,7 @@ def emovo_egemaps(shared_data: Path) -> pd.DataFrame:
 
 def _egemaps_of(paths: list[str]) -> list[np.ndarray]:
     """eGeMAPS functionals of each file (run in a worker process)."""
-    from serkit import audio
+    from serkit.data import audio
     from serkit.features import build_extractor
 
     extractor = build_extractor({"kind": "opensmile"})
@@ -417,7 +418,7 @@ def test_emovo_speaker_normalisation_lifts_unseen_speakers(emovo_egemaps: pd.Dat
     (folds 0.245-0.663; 0.435 with the earlier gamma grid); the bound leaves room for the SVM's
     inner-CV draw.
     """
-    from serkit.transforms import SpeakerNorm
+    from serkit.models.transforms import SpeakerNorm
 
     table = emovo_egemaps
     X, y, g = np.stack(table["x"]), table["label"].to_numpy(), table["speaker"].to_numpy().astype(str)

@@ -1,7 +1,7 @@
 """Neural classifiers (cnn, efficientnet, pooled) and their shared Lightning training core.
 
 Fast tests use tiny class-separable random arrays; the slow ones train on a synthetic emotional
-corpus (serkit.synth, source-filter voice) and test on held-out speakers, and run 2-process DDP.
+corpus (serkit.data.synth, source-filter voice) and test on held-out speakers, and run 2-process DDP.
 """
 
 from __future__ import annotations
@@ -517,9 +517,9 @@ def synth_features(tmp_path_factory: pytest.TempPathFactory) -> SynthFeatures:
     """
     import pandas as pd
 
-    from serkit.audio import AudioSpec, load
+    from serkit.data.audio import AudioSpec, load
     from serkit.features import build_extractor
-    from serkit.synth import write_corpus
+    from serkit.data.synth import write_corpus
 
     root = tmp_path_factory.mktemp("synth")
     listing = write_corpus(root, speakers=10, per_emotion=10, voice="source-filter", seed=0)
@@ -652,7 +652,7 @@ def test_models_declare_whether_they_use_validation_rows() -> None:
 
 def test_model_json_keeps_hyper_parameters_not_runtime_settings(tmp_path: Path) -> None:
     """checkpoint folder, devices and progress once went into model.json as hyper-parameters."""
-    from serkit.audio import AudioSpec
+    from serkit.data.audio import AudioSpec
     from serkit.features import build_extractor
 
     model, kind = tiny_model("pooled-layer_sum", checkpoint_dir=str(tmp_path / "ckpt"), progress=False, num_threads=1)

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from serkit import datasets
-from serkit.audio import AudioSpec, load
+from serkit.data import datasets
+from serkit.data.audio import AudioSpec, load
 from serkit.cli import main
-from serkit.schema import read_manifest
+from serkit.data.schema import read_manifest
 from tests.audio_factory import voiced
 from tests.encoded_audio import FORMATS, encode, tone
 
@@ -248,7 +248,7 @@ final_model = false
 
 
 def test_run_lists_files_it_left_out_and_exits_1(tmp_path, capsys):
-    from serkit.synth import write_corpus
+    from serkit.data.synth import write_corpus
 
     listing = write_corpus(tmp_path / "corpus", speakers=4, per_emotion=2, seed=1, voice="source-filter")
     (tmp_path / "corpus" / "pointer.wav").write_text(LFS_POINTER)
@@ -317,7 +317,7 @@ def _long_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, 
 
 
 def test_long_file_streams_to_the_same_prediction(model, tmp_path):
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     path = _long_wav(tmp_path / "meeting.wav", 45.0, 44100, 2)
     predictor = Predictor.load(model)
@@ -339,7 +339,7 @@ def test_long_file_memory_does_not_grow_with_its_length(model, tmp_path):
     """Streamed, 10 minutes need no more memory than 5; in memory, 10 minutes take about 3x more."""
     import tracemalloc
 
-    from serkit.inference import Predictor, segment_bounds
+    from serkit.inference.predictor import Predictor, segment_bounds
 
     predictor = Predictor.load(model)
     peaks = {}
@@ -364,7 +364,7 @@ def test_long_file_memory_does_not_grow_with_its_length(model, tmp_path):
 
 
 def test_long_silent_file_is_refused_after_streaming(model, tmp_path):
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     path = _long_wav(tmp_path / "muted.wav", 70.0, silent=True)
     predictor = Predictor.load(model)

@@ -16,8 +16,8 @@ PUBLIC = {
 
 def test_all_is_pinned_and_every_name_resolves() -> None:
     assert set(serkit.__all__) == PUBLIC
-    from serkit.experiment import run_recipe
-    from serkit.inference import Predictor
+    from serkit.experiment.runner import run_recipe
+    from serkit.inference.predictor import Predictor
 
     assert serkit.Predictor is Predictor and serkit.run_recipe is run_recipe
     for name in PUBLIC:
@@ -37,6 +37,42 @@ def test_unknown_names_are_attribute_errors_and_submodules_still_import() -> Non
 
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         serkit.nonsense  # noqa: B018
-    from serkit import splits
+    from serkit.evaluation import splits
 
     assert splits.make_folds
+
+
+def test_the_stage_packages_say_their_job_and_hold_the_moved_modules() -> None:
+    import importlib
+    import pkgutil
+
+    stages = ("data", "features", "models", "evaluation", "experiment", "inference", "serving")
+    for stage in stages:
+        package = importlib.import_module(f"serkit.{stage}")
+        assert package.__doc__ and package.__doc__.strip(), stage
+    top_level = {info.name for info in pkgutil.iter_modules(serkit.__path__)}
+    # Only the stage packages and cross-cutting helpers sit at the top, not stage modules.
+    assert top_level == {*stages, "__main__", "_moved", "atomic", "cli", "precision"}
+
+
+def test_old_module_paths_give_the_moved_module_itself_with_a_deprecation_warning() -> None:
+    import pytest
+
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "import serkit.data.datasets.emovo as new_emovo, serkit.evaluation.splits as new_splits\n"
+            "for old, new in (('serkit.splits', new_splits), ('serkit.datasets.emovo', new_emovo)):\n"
+            "    try:\n"
+            "        __import__(old)\n"
+            "    except DeprecationWarning as warning:\n"
+            "        print(warning)\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "import serkit.splits, serkit.datasets.emovo, serkit.service, serkit.serving\n"
+            "from serkit.transforms import SpeakerNorm\n"
+            "import serkit.models.transforms as t\n"
+            "print(serkit.splits is new_splits, serkit.datasets.emovo is new_emovo, serkit.service is serkit.serving, SpeakerNorm is t.SpeakerNorm)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "serkit.splits moved to serkit.evaluation.splits; import it from there"
+    assert out[1].startswith("serkit.datasets moved to serkit.data.datasets")
+    assert out[-1] == "True True True True"
+    with pytest.raises(ModuleNotFoundError):
+        __import__("serkit.splits_that_never_existed")

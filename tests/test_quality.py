@@ -1,4 +1,4 @@
-"""serkit.quality and the warnings it adds to predictions: Python results, `serkit predict` JSON / CSV / table.
+"""serkit.data.quality and the warnings it adds to predictions: Python results, `serkit predict` JSON / CSV / table.
 
 The recordings are made here: a synthetic voice at speech level (clean), the same voice 45 dB
 quieter (near-silent), 12 dB too loud and cut at full scale (clipped), all-zero audio (a muted
@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from serkit.audio import AudioError, AudioSpec, load
+from serkit.data.audio import AudioError, AudioSpec, load
 from serkit.cli import main
 from serkit.features import build_extractor
-from serkit.quality import (
+from serkit.data.quality import (
     ANALYSIS_WINDOW_S,
     CLIPPED_FRACTION,
     NEAR_SILENT_DBFS,
@@ -118,7 +118,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """(model folder, a clean 16 kHz voice): an SVM on eGeMAPS of a small synthetic corpus."""
     pytest.importorskip("opensmile")
     pytest.importorskip("sklearn")
-    from serkit import synth
+    from serkit.data import synth
     from serkit.models import build_model
     from serkit.models.io import save_model
 
@@ -136,7 +136,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predictor(model):
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     return Predictor.load(model[0])
 
@@ -248,12 +248,12 @@ def test_cli_csv_and_table_show_warnings(model, recordings, capsys) -> None:
 def test_decoding_findings_travel_with_predictions(model, tmp_path, capsys) -> None:
     """A WAV whose header lied (sizes 0) is predicted with a ``header`` warning, not only a log line.
 
-    Collected per thread (`serkit.audio.collect_notes`), so concurrent reads keep their own.
+    Collected per thread (`serkit.data.audio.collect_notes`), so concurrent reads keep their own.
     """
     import struct
     from concurrent.futures import ThreadPoolExecutor
 
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     voice = model[1]
     pcm = (voice * 32767).astype("<i2").tobytes()

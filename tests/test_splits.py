@@ -1,4 +1,4 @@
-"""Protocols, validation sets, speaker overlap and the leakage guard of `serkit.splits`."""
+"""Protocols, validation sets, speaker overlap and the leakage guard of `serkit.evaluation.splits`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from serkit import splits  # noqa: E402
-from serkit.splits import (  # noqa: E402
+from serkit.evaluation import splits  # noqa: E402
+from serkit.evaluation.splits import (  # noqa: E402
     PROTOCOLS,
     SHARED_4,
     check_folds,
@@ -166,7 +166,7 @@ def test_stratified_kfold_shares_speakers(manifest: pd.DataFrame) -> None:
 
 
 def test_stratified_kfold_warns_it_is_speaker_dependent(manifest: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         make_folds(manifest, "stratified_kfold")
     assert "speaker-dependent" in caplog.text
 
@@ -307,7 +307,7 @@ def test_draw_validation_is_deterministic_given_seed() -> None:
 
 def test_draw_validation_with_one_speaker_draws_rows_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     labels, speakers = _rows(toy_manifest(1, per_class={"angry": 10, "sad": 10}))
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         mask = splits.draw_validation(labels, speakers, 0.2, seed=0)
     assert "single training speaker" in caplog.text and "speaker-dependent" in caplog.text
     assert sorted(np.unique(labels[mask], return_counts=True)[1]) == [2, 2]  # stratified: 20 % of each class
@@ -315,7 +315,7 @@ def test_draw_validation_with_one_speaker_draws_rows_and_warns(caplog: pytest.Lo
 
 def test_draw_validation_without_speakers_is_stratified(caplog: pytest.LogCaptureFixture) -> None:
     labels = np.repeat(["a", "b", "c"], [30, 20, 1])
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         mask = splits.draw_validation(labels, None, 0.2, seed=0)
     assert not caplog.text  # a row-wise draw asked for is no fallback
     counts = dict(zip(*np.unique(labels[mask], return_counts=True)))
@@ -389,7 +389,7 @@ def test_predefined_emobox_jsonl(manifest: pd.DataFrame, tmp_path: Path, caplog:
     write_emobox(tmp_path, "toy", 1, "train", ids[:100] + ["ghost-1", "ghost-2"])
     write_emobox(tmp_path, "toy", 1, "test", ids[100:150])
     (tmp_path / "label_map.json").write_text("{}", encoding="utf-8")  # ignored: not a fold file
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         folds = make_folds(manifest, "predefined", fold_files=tmp_path, val_fraction=0)
     assert folds["fold"].unique().tolist() == [0]  # EmoBox fold_1 -> fold 0
     assert ids_of(folds, 0, "train") == set(ids[:100])
@@ -419,7 +419,7 @@ def test_predefined_leaking_files_are_refused(manifest: pd.DataFrame, tmp_path: 
 def test_predefined_emobox_shemo_split(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
     manifest = shemo_manifest(shared_data)
     folder = shared_data / "shemo-meta" / "emobox_fold_1"
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         folds = make_folds(manifest, "predefined", fold_files=folder, val_fraction=0)
     counts = folds["split"].value_counts()
     assert counts["train"] == 2131 and counts["test"] == 707
@@ -449,7 +449,7 @@ def two_corpora() -> pd.DataFrame:
 
 def test_map_labels_shared_4(caplog: pytest.LogCaptureFixture) -> None:
     manifest = two_corpora()
-    with caplog.at_level(logging.WARNING, logger="serkit.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
         mapped = map_labels(manifest, SHARED_4)
     assert set(mapped["label"]) == {"angry", "happy", "neutral", "sad"}
     assert len(mapped) == len(manifest) - 6 * 2 - 5 * 2
@@ -476,7 +476,7 @@ def test_shared_4_covers_the_corpora() -> None:
 
 
 def test_shared_4_is_read_from_each_corpus_module() -> None:
-    from serkit.datasets import adapter
+    from serkit.data.datasets import adapter
 
     for corpus, table in SHARED_4.items():
         module = adapter(corpus)

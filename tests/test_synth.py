@@ -1,4 +1,4 @@
-"""serkit.synth: the synthetic corpus's listing and files, determinism, and its emotion cues."""
+"""serkit.data.synth: the synthetic corpus's listing and files, determinism, and its emotion cues."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 import soxr
 
-from serkit import synth
+from serkit.data import synth
 from serkit.cli import main
-from serkit.schema import read_manifest
+from serkit.data.schema import read_manifest
 
 RATE = 16000
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
@@ -168,8 +168,8 @@ def test_listing_reads_as_manifest_once_durations_are_added(corpus: Path) -> Non
 
 
 def test_listing_reads_through_the_csv_adapter(corpus: Path) -> None:
-    pytest.importorskip("serkit.datasets.csv", reason="the csv adapter is not in this checkout yet")
-    from serkit.datasets import prepare
+    pytest.importorskip("serkit.data.datasets.csv", reason="the csv adapter is not in this checkout yet")
+    from serkit.data.datasets import prepare
 
     manifest = prepare("csv", corpus / "metadata.csv")
     assert len(manifest) == 6 * 4 * 4

@@ -1,4 +1,4 @@
-"""serkit.transforms: per-speaker normalisation, in experiments, saved models and prediction."""
+"""serkit.models.transforms: per-speaker normalisation, in experiments, saved models and prediction."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from serkit.experiment import RecipeError, run_recipe
+from serkit.experiment.runner import RecipeError, run_recipe
 from tests.test_experiment import RECIPE as SMALL_RECIPE
-from serkit.splits import check_folds, make_folds, set_aside_enrollment, speaker_overlap
-from serkit.transforms import SpeakerNorm, build_transform
+from serkit.evaluation.splits import check_folds, make_folds, set_aside_enrollment, speaker_overlap
+from serkit.models.transforms import SpeakerNorm, build_transform
 
 # --------------------------------------------------------------------------- synthetic speakers
 
@@ -78,7 +78,7 @@ def test_frame_maps_are_normalised_per_dimension_and_padding_stays_zero() -> Non
 def test_unknown_speakers_fall_back_to_global_statistics_with_a_warning(caplog) -> None:
     X, _, g = speaker_data()
     norm = SpeakerNorm().fit(X, g)
-    with caplog.at_level(logging.WARNING, logger="serkit.transforms"):
+    with caplog.at_level(logging.WARNING, logger="serkit.models.transforms"):
         Z = norm.transform(X[:3], ["stranger"] * 3)
     np.testing.assert_allclose(Z, (X[:3] - norm.global_.mean) / norm.global_.std, rtol=1e-5)
     assert "no statistics for speaker 'stranger'" in caplog.text
@@ -102,7 +102,7 @@ def test_a_few_utterances_borrow_the_typical_within_speaker_spread(caplog) -> No
     many = norm.speaker_statistics(X[g == "s0"])  # 30 utterances: mostly their own spread
     own = X[g == "s0"].std(axis=0)
     assert np.all(np.abs(many.std - own) <= np.abs(norm.within_std_ - own) + 1e-6)
-    with caplog.at_level(logging.WARNING, logger="serkit.transforms"):
+    with caplog.at_level(logging.WARNING, logger="serkit.models.transforms"):
         norm.speaker_statistics(X[:3])
     assert "only 3 utterance(s)" in caplog.text
 
@@ -201,10 +201,10 @@ def test_runs_state_the_normalisation_and_score_no_enrolment_utterance(norm_runs
 
 
 def test_the_saved_model_normalises_in_prediction_as_in_the_experiment(norm_runs, tmp_path, caplog) -> None:
-    from serkit.audio import AudioSpec, load
-    from serkit.export import export_onnx
+    from serkit.data.audio import AudioSpec, load
+    from serkit.inference.export import export_onnx
     from serkit.features import build_extractor
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
     from serkit.models.io import load_model, read_model_json
 
     model_dir = norm_runs["transductive"] / "model"
@@ -236,7 +236,7 @@ def test_the_saved_model_normalises_in_prediction_as_in_the_experiment(norm_runs
         norm.transform(features, ["x"] * len(mine), {"x": stats})), atol=1e-6)
 
     # no speaker: global statistics, one log line however many calls, and a finding in each result
-    with caplog.at_level(logging.WARNING, logger="serkit.inference"):
+    with caplog.at_level(logging.WARNING, logger="serkit.inference.predictor"):
         predictor.predict_files(mine[:2])
         unnamed = predictor.predict_files(mine[:2])
     assert caplog.text.count("no speaker given") == 1
@@ -260,7 +260,7 @@ def test_a_bad_transform_fails_before_extraction(tmp_path: Path) -> None:
 
 def test_predict_cli_enrols_or_names_a_speaker(norm_runs, capsys) -> None:
     from serkit.cli import main
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     run = norm_runs["transductive"]
     model_dir = run / "model"
@@ -288,8 +288,8 @@ def test_service_normalises_with_a_named_speaker(norm_runs) -> None:
     pytest.importorskip("uvicorn")
     import httpx
 
-    from serkit.inference import Predictor
-    from serkit.service import create_app
+    from serkit.inference.predictor import Predictor
+    from serkit.serving import create_app
     from tests.test_service import serving
 
     run = norm_runs["transductive"]
@@ -310,7 +310,7 @@ def test_service_normalises_with_a_named_speaker(norm_runs) -> None:
 
 
 def test_global_test_statistics_use_nothing_of_the_test_speaker() -> None:
-    from serkit.experiment import _normalised
+    from serkit.experiment.runner import _normalised
 
     X, _, g = speaker_data()
     ids = [f"u{i}" for i in range(len(X))]

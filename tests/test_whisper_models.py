@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serkit.audio import load
+from serkit.data.audio import load
 from serkit.cli import main
-from serkit.export import export_onnx
+from serkit.inference.export import export_onnx
 from serkit.features import build_extractor
-from serkit.inference import Predictor
+from serkit.inference.predictor import Predictor
 from serkit.models import build_model
 from serkit.models.io import save_model
 
@@ -43,7 +43,7 @@ FEATURES = {"kind": "whisper", "model": "whisper-tiny.en", "mode": "paper", "win
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """32 synthetic utterances: 4 speakers x 4 emotions x 2, with absolute paths."""
-    from serkit.synth import write_corpus
+    from serkit.data.synth import write_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     meta = pd.read_csv(write_corpus(root, speakers=4, per_emotion=2, voice="source-filter"))
@@ -116,7 +116,7 @@ def test_service_predicts_with_a_whisper_model(models, corpus):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from serkit.service import create_app
+    from serkit.serving import create_app
 
     predictor = Predictor.load(models["cnn"])
     expected = predictor.predict_files([corpus["file"][0]])[0]

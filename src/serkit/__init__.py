@@ -1,8 +1,11 @@
 """serkit: speech emotion recognition on self-supervised speech representations.
 
-The few names a user needs are here; everything else lives in its sub-module
-(`serkit.audio`, `serkit.features`, `serkit.models`, `serkit.splits`, ...). Names from heavy
-modules are imported on first use, so ``import serkit`` stays fast.
+The few names a user needs are here. Everything else lives in the stage packages, in the
+order data flows: `serkit.data` (audio, manifests, corpora) -> `serkit.features` (extractors,
+cache) -> `serkit.models` (transforms, classifiers) -> `serkit.evaluation` (splits, metrics,
+report); `serkit.experiment` runs a recipe through them, `serkit.inference` predicts with and
+exports a saved model, and `serkit.serving` puts it behind HTTP. Names from heavy modules are
+imported on first use, so ``import serkit`` stays fast.
 
 Example::
 
@@ -21,25 +24,28 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from serkit.audio import PAPER_SPEC, AudioError, AudioSpec  # noqa: E402
+from serkit import _moved  # noqa: E402
+from serkit.data.audio import PAPER_SPEC, AudioError, AudioSpec  # noqa: E402
+
+_moved.install()
 
 #: Public name -> the module that defines it (imported when the name is first used).
 _LAZY = {
-    "ManifestError": "serkit.schema",  # pandas: imported when first used
-    "read_manifest": "serkit.schema",
-    "Predictor": "serkit.inference",
-    "Prediction": "serkit.inference",
-    "run_recipe": "serkit.experiment",
-    "load_recipe": "serkit.experiment",
-    "RunResult": "serkit.experiment",
-    "RecipeError": "serkit.config",
-    "load_config": "serkit.config",
-    "RunConfig": "serkit.config",
+    "ManifestError": "serkit.data.schema",  # pandas: imported when first used
+    "read_manifest": "serkit.data.schema",
+    "Predictor": "serkit.inference.predictor",
+    "Prediction": "serkit.inference.predictor",
+    "run_recipe": "serkit.experiment.runner",
+    "load_recipe": "serkit.experiment.runner",
+    "RunResult": "serkit.experiment.runner",
+    "RecipeError": "serkit.experiment.config",
+    "load_config": "serkit.experiment.config",
+    "RunConfig": "serkit.experiment.config",
     "load_model": "serkit.models.io",
     "save_model": "serkit.models.io",
     "build_model": "serkit.models.base",
     "build_extractor": "serkit.features.base",
-    "SpeakerNorm": "serkit.transforms",
+    "SpeakerNorm": "serkit.models.transforms",
 }
 
 __all__ = ["PAPER_SPEC", "AudioError", "AudioSpec", "__version__", *_LAZY]

@@ -21,9 +21,9 @@ class CommandError(Exception):
 
 
 def _parse_option(text: str) -> tuple[str, object]:
-    """``key=value`` -> (key, value); the value is read as `serkit.config.parse_value` reads ``--set``
+    """``key=value`` -> (key, value); the value is read as `serkit.experiment.config.parse_value` reads ``--set``
     values (TOML syntax: numbers, booleans, lists, quoted strings; a bare word is a string)."""
-    from serkit.config import parse_value
+    from serkit.experiment.config import parse_value
 
     if "=" not in text:
         raise CommandError(f"option {text!r} must look like key=value")
@@ -49,8 +49,8 @@ def _report_skipped(skipped: list[dict[str, str]], dest: Path | None) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from serkit.datasets import prepare
-    from serkit.schema import write_manifest
+    from serkit.data.datasets import prepare
+    from serkit.data.schema import write_manifest
 
     options = dict(_parse_option(o) for o in args.option)
     manifest = prepare(args.corpus, args.root, **options)
@@ -82,7 +82,7 @@ def format_summary(summary: dict, top_speakers: int | None = None) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from serkit.schema import read_manifest, summarize
+    from serkit.data.schema import read_manifest, summarize
 
     manifest = read_manifest(args.manifest, check_files=not args.no_check_files)
     summary = summarize(manifest)
@@ -95,7 +95,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from serkit.synth import write_corpus
+    from serkit.data.synth import write_corpus
 
     metadata = write_corpus(
         args.dest, speakers=args.speakers, per_emotion=args.per_emotion, seed=args.seed, voice=args.voice,
@@ -107,7 +107,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from serkit.schema import read_manifest
+    from serkit.data.schema import read_manifest
 
     from serkit.features.extract import distributed_env
 
@@ -128,7 +128,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def _extractors_for(args: argparse.Namespace) -> list:
     """The extractors `serkit extract` fills the cache for: a recipe's (as `serkit run` builds them) or one."""
-    from serkit.experiment import is_recipe, recipe_cache, recipe_extractors
+    from serkit.experiment.runner import is_recipe, recipe_cache, recipe_extractors
     from serkit.features import build_extractor
     from serkit.features.extract import load_feature_config
 
@@ -187,8 +187,8 @@ def _init_distributed(world: int, local_rank: int):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from serkit.experiment import run_recipe
-    from serkit.report import compare_runs, format_comparison
+    from serkit.experiment.runner import run_recipe
+    from serkit.evaluation.report import compare_runs, format_comparison
 
     results = run_recipe(args.recipe, args.set, args.variant, progress=not args.no_progress and sys.stderr.isatty())
     print()
@@ -205,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from serkit.report import write_report
+    from serkit.evaluation.report import write_report
 
     for run in args.run:
         print(f"report: {write_report(run)}")
@@ -213,14 +213,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from serkit.report import compare_runs, format_comparison
+    from serkit.evaluation.report import compare_runs, format_comparison
 
     print(format_comparison(compare_runs(args.run), fmt=args.format))
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from serkit.download import download_corpus
+    from serkit.data.download import download_corpus
 
     manifest_path = download_corpus(args.corpus, args.dest)
     print(f"manifest: {manifest_path}")
@@ -235,8 +235,8 @@ def _audio_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, str
         directories that are not used (unknown extension, Git LFS pointer), as
         ``{"path", "reason"}``.
     """
-    from serkit.audio import display_name
-    from serkit.datasets._common import scan_audio
+    from serkit.data.audio import display_name
+    from serkit.data.datasets._common import scan_audio
 
     files: list[Path] = []
     left_out: list[dict[str, str]] = []
@@ -280,14 +280,14 @@ def _results_carry_decoding_warnings() -> None:
     """Do not also print decoding warnings as Python warnings: each result carries them (`warnings`)."""
     import warnings
 
-    from serkit.audio import DecodeWarning, HeaderWarning
+    from serkit.data.audio import DecodeWarning, HeaderWarning
 
     for category in (HeaderWarning, DecodeWarning):
         warnings.filterwarnings("ignore", category=category)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from serkit.inference import Predictor, format_predictions
+    from serkit.inference.predictor import Predictor, format_predictions
 
     _results_carry_decoding_warnings()
 
@@ -337,7 +337,7 @@ def _report_left_out(left_out: list[dict[str, str]]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from serkit.export import export_onnx
+    from serkit.inference.export import export_onnx
 
     if not args.onnx:
         raise CommandError("choose an export format: --onnx (the only one so far)")
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from serkit.datasets import ADAPTERS
+    from serkit.data.datasets import ADAPTERS
 
     p = sub.add_parser("prepare", help="build a manifest from a corpus folder")
     p.add_argument("corpus", choices=sorted(ADAPTERS), metavar="CORPUS", help=f"one of: {', '.join(sorted(ADAPTERS))}")
@@ -510,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; its exit status, with user-facing failures printed as one line."""
-    from serkit.audio import AudioError
-    from serkit.schema import ManifestError
+    from serkit.data.audio import AudioError
+    from serkit.data.schema import ManifestError
 
     try:
         return int(args.func(args) or 0)

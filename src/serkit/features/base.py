@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 
 __all__ = ["CACHE_FORMAT_VERSION", "EXTRACTORS", "Extractor", "build_extractor", "config_from_dict", "exports_onnx_encoder", "extractor_class"]
 
@@ -78,7 +78,7 @@ class Extractor(ABC):
     def min_samples(self) -> int:
         """The shortest signal, in samples at ``spec.sampling_rate``, whose own audio fills one frame.
 
-        Shorter signals give features of padding only, or none; `serkit.quality` refuses them
+        Shorter signals give features of padding only, or none; `serkit.data.quality` refuses them
         before prediction. The default, 1, suits extractors that pad their frames (log-mel,
         MFCC); openSMILE and the pretrained encoders override it.
         """
@@ -125,7 +125,7 @@ def extractor_from_identity(identity: dict[str, Any], **changes: Any) -> Extract
     Raises:
         ValueError: An identity that no longer builds (unknown kind or setting); KeyError: a missing part.
     """
-    from serkit.audio import AudioSpec
+    from serkit.data.audio import AudioSpec
 
     settings = {**identity["config"], **changes}
     return build_extractor({"kind": identity["kind"], **settings}, AudioSpec.from_dict(identity["audio_spec"]))

@@ -13,8 +13,8 @@ base turns them into the outputs every classifier reads, identically for every f
 It also keeps one fingerprint discipline: the identity adds the resolved model revision (the
 commit of a cached Hub snapshot, or a digest of the model folder's config and weight files), so
 replacing the weights changes the cache folder. A family whose encoder can be exported to ONNX
-says so with ``exports_onnx_encoder`` and implements `export_onnx_encoder`; `serkit.export` and
-`serkit.inference` ask the extractor instead of knowing the families.
+says so with ``exports_onnx_encoder`` and implements `export_onnx_encoder`; `serkit.inference.export` and
+`serkit.inference.predictor` ask the extractor instead of knowing the families.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from serkit.audio import AudioSpec, fix_length
+from serkit.data.audio import AudioSpec, fix_length
 from serkit.features.base import Extractor
 from serkit.features.hub import is_final_revision, resolve_revision
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serkit.audio import AudioError, load
+from serkit.data.audio import AudioError, load
 from serkit.features.base import Extractor
 from serkit.features.cache import FeatureCache, default_cache_root
 from serkit.features.claims import Claim

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features.base import Extractor
 
 __all__ = ["FEATURE_LEVELS", "OpenSmileConfig", "OpenSmileExtractor"]
@@ -166,7 +166,7 @@ class OpenSmileExtractor(Extractor):
         if sampling_rate != self.spec.sampling_rate:
             raise ValueError(
                 f"{self.name}: signal is at {sampling_rate} Hz but the extractor's AudioSpec expects "
-                f"{self.spec.sampling_rate} Hz; load it with serkit.audio.load(path, extractor.spec)"
+                f"{self.spec.sampling_rate} Hz; load it with serkit.data.audio.load(path, extractor.spec)"
             )
         if not np.isfinite(signal).all():
             raise ValueError(f"{self.name}: signal contains NaN or Inf samples")

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features.base import Extractor
 
 __all__ = ["LogMelConfig", "LogMelExtractor", "MFCCConfig", "MFCCExtractor", "OUTPUTS", "utterance_stats"]
@@ -223,7 +223,7 @@ def _check_signal(signal: np.ndarray, sampling_rate: int, expected_rate: int, ki
     if sampling_rate != expected_rate:
         raise ValueError(
             f"{kind}: signal is at {sampling_rate} Hz but the extractor's AudioSpec expects {expected_rate} Hz; "
-            "load it with serkit.audio.load(path, extractor.spec)"
+            "load it with serkit.data.audio.load(path, extractor.spec)"
         )
     signal = np.ascontiguousarray(signal, dtype=np.float32)
     if not np.isfinite(signal).all():

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import numpy as np
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.features.encoder import (
     POOLING_STATS,
     EncoderExtractor,

@@ -14,7 +14,7 @@ Subclasses:
   ``load_state(params, state, folder)``;
 - optionally implement ``to_onnx(opset) -> OnnxGraph``: the fitted model as an ONNX graph
   from ``features`` (one row per input, as ``predict_proba`` takes them after the model's own
-  reshaping) to ``probabilities``. Each model module writes its own graph; `serkit.export`
+  reshaping) to ``probabilities``. Each model module writes its own graph; `serkit.inference.export`
   only writes, checks and records it. Without it, export raises NotImplementedError.
 """
 

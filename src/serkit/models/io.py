@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from serkit.atomic import make_temp_dir
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 from serkit.models.base import Classifier, model_class
 
 __all__ = [
@@ -134,7 +134,7 @@ def save_model(
         features: The feature extractor's identity (``extractor.identity()``).
         fingerprint: The feature extractor's fingerprint.
         extra: Other JSON-able facts to keep (such as the run it came from).
-        transform: A fitted `serkit.transforms.SpeakerNorm` applied before the classifier, or
+        transform: A fitted `serkit.models.transforms.SpeakerNorm` applied before the classifier, or
             None; its statistics are written beside the weights and described under
             ``transform`` in model.json.
 

@@ -4,14 +4,14 @@ One job per module: `app` (`create_app`, the routes, `run` for ``serkit serve``)
 (bounded body reading, in-memory multipart, upload places per client), `batcher` (the bounded
 queue and micro-batches), `pool` (worker processes for extractors without a batch API),
 `connections` (uvicorn's connection timers), `errors`; the page is package data in ``static/``.
-Decoding is `serkit.audio.read`'s and prediction the `serkit.inference.Predictor`'s.
+Decoding is `serkit.data.audio.read`'s and prediction the `serkit.inference.predictor.Predictor`'s.
 
 Endpoints:
     ``POST /predict``: the audio as a multipart upload (field ``file``) or as the raw request
         body with an audio Content-Type; ``?segments=true`` asks for the per-window timeline;
         ``?speaker=ID`` normalises with a speaker's stored statistics (``speaker_norm`` models).
         Returns `Prediction.to_dict()`, whose ``warnings`` list the quality findings
-        (`serkit.quality`: ``near_silent``, ``clipped``, ``short``, each a code and a message).
+        (`serkit.data.quality`: ``near_silent``, ``clipped``, ``short``, each a code and a message).
         Errors, as ``{"detail": message}``: 400 malformed multipart or Content-Length, 408
         upload slower than ``read_timeout_s``, 413 body over the limit (checked from
         Content-Length and while reading), 415 unsupported Content-Type, 422 audio that cannot

@@ -1,6 +1,6 @@
 """The FastAPI app: routes, limits, the page, and `run` for ``serkit serve``.
 
-`create_app(predictor)` builds the app around a loaded `serkit.inference.Predictor`;
+`create_app(predictor)` builds the app around a loaded `serkit.inference.predictor.Predictor`;
 `run(model_dir)` loads a model and serves it with uvicorn on 127.0.0.1. What the endpoints
 answer is described in `serkit.serving`; reading bodies is `serkit.serving.uploads`', batching
 `serkit.serving.batcher`'s, connection timers `serkit.serving.connections`'.
@@ -25,7 +25,7 @@ from serkit.serving.uploads import DEFAULT_MAX_UPLOAD, Progress, Uploads, client
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
 __all__ = ["create_app", "run"]
 
@@ -283,7 +283,7 @@ def run(
     """
     import uvicorn
 
-    from serkit.inference import Predictor
+    from serkit.inference.predictor import Predictor
 
     options = server_options(keep_alive_s=keep_alive_s, header_timeout_s=header_timeout_s, linger_s=linger_s)
     predictor = Predictor.load(model_dir, backend=backend)  # type: ignore[arg-type]

@@ -28,15 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from serkit.audio import AudioError, collect_notes, read
-from serkit.quality import decoding_findings
+from serkit.data.audio import AudioError, collect_notes, read
+from serkit.data.quality import decoding_findings
 from serkit.serving.errors import HTTPFailure
 from serkit.serving.pool import FeaturePool, batches_features, usable_cores
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from serkit.inference import Prediction
+    from serkit.inference.predictor import Prediction
 
 __all__ = ["Batcher", "Job", "Rejected"]
 
@@ -52,7 +52,7 @@ class Job:
     segments: bool
     future: asyncio.Future = field(repr=False)
     speaker: str | None = None
-    notes: list = field(default_factory=list)  # decoding findings (serkit.quality.decoding_findings)
+    notes: list = field(default_factory=list)  # decoding findings (serkit.data.quality.decoding_findings)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Rejected:
 
 
 def _refusal_code(prediction: Prediction) -> str | None:
-    """The code of the quality finding that refused a prediction (`serkit.quality`), if one did."""
+    """The code of the quality finding that refused a prediction (`serkit.data.quality`), if one did."""
     return next((w.code for w in prediction.warnings if w.refusal), None)
 
 
@@ -113,7 +113,7 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="serkit-batcher")
 
     def _start_pool(self) -> FeaturePool | None:
-        from serkit.inference import Predictor
+        from serkit.inference.predictor import Predictor
 
         workers = self.feature_workers if self.feature_workers is not None else usable_cores()
         if workers < 2 and self.feature_workers is None:

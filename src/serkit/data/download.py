@@ -10,7 +10,7 @@ run again:
 * unpacking goes through a temporary folder and leaves a ``.unpacked-<name>`` marker when
   done, so a finished archive is not unpacked twice and a killed one is unpacked again.
 
-What to fetch is a fact of the corpus: its adapter module (``serkit.datasets.<corpus>``) names
+What to fetch is a fact of the corpus: its adapter module (``serkit.data.datasets.<corpus>``) names
 its ``ARCHIVES``, the ``ARCHIVE_FOLDERS`` they unpack to and a ``download_hint``; this module
 only fetches, checks and unpacks. ``SHEMO_ARCHIVES`` and ``Archive`` are re-exported from there.
 
@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from serkit import __version__
-from serkit.datasets._common import Archive
-from serkit.datasets.shemo import ARCHIVES as SHEMO_ARCHIVES
+from serkit.data.datasets._common import Archive
+from serkit.data.datasets.shemo import ARCHIVES as SHEMO_ARCHIVES
 
 __all__ = [
     "OFFLINE_VARIABLES",
@@ -540,7 +540,7 @@ def _corpus_root(dest: Path, folders: Sequence[str]) -> Path:
 
 def _downloadable(corpus: str) -> ModuleType | None:
     """The adapter module of `corpus` when it names archives to download, else None."""
-    from serkit.datasets import ADAPTERS, adapter
+    from serkit.data.datasets import ADAPTERS, adapter
 
     if corpus not in ADAPTERS:
         return None
@@ -578,12 +578,12 @@ def download_corpus(
     """
     facts = _downloadable(corpus)
     if facts is None:
-        from serkit.datasets import ADAPTERS
+        from serkit.data.datasets import ADAPTERS
 
         known = [name for name in ADAPTERS if _downloadable(name) is not None]
         raise ValueError(f"cannot download corpus {corpus!r}; known: {', '.join(sorted(known))}")
-    from serkit.datasets import prepare
-    from serkit.schema import write_manifest
+    from serkit.data.datasets import prepare
+    from serkit.data.schema import write_manifest
 
     chosen = tuple(archives) if archives is not None else tuple(facts.ARCHIVES)
     dest = Path(dest).expanduser().resolve()

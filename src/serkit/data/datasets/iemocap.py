@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import check_classes, existing_dir, finish, frame_of, shorten
+from serkit.data.datasets._common import check_classes, existing_dir, finish, frame_of, shorten
 
 __all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
@@ -119,7 +119,7 @@ def list_utterances(root: str | os.PathLike, *, classes: int = 4) -> pd.DataFram
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, LABELS)
 
 

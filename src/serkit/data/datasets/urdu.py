@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import (
+from serkit.data.datasets._common import (
     audio_files,
     existing_dir,
     finish,
@@ -99,5 +99,5 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, LABELS)

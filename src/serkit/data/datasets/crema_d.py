@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import (
+from serkit.data.datasets._common import (
     audio_files,
     existing_dir,
     existing_file,
@@ -122,7 +122,7 @@ def _wav_first(folder: Path) -> list[Path]:
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, LABELS)
 
 

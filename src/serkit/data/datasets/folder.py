@@ -3,7 +3,7 @@
 The label is the name of the top-level folder a file sits in. Every audio-looking file is
 used or listed in ``attrs["skipped"]`` (so in ``manifest.errors.csv``) with its reason: files
 directly in ``root`` (no label), audio under an unknown extension (see
-`serkit.datasets._common.scan_audio`), unreadable audio, names that are not UTF-8. The utt_id is the path relative to ``root`` without its extension,
+`serkit.data.datasets._common.scan_audio`), unreadable audio, names that are not UTF-8. The utt_id is the path relative to ``root`` without its extension,
 with ``/`` replaced by ``__`` (``angry/s01/take1.wav`` -> ``angry__s01__take1``), so it is
 unique within the corpus. Gender is ``unknown``.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import existing_dir, finish, frame_of, scan_audio, shorten, warn_skipped
+from serkit.data.datasets._common import existing_dir, finish, frame_of, scan_audio, shorten, warn_skipped
 
 __all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
 
@@ -91,7 +91,7 @@ def list_utterances(root: str | os.PathLike, *, speaker_pattern: str | None = No
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, LABELS)
 
 

@@ -21,7 +21,7 @@ Options:
     labels: The allowed label set, as a list or a comma-separated string; rows with other
         labels are a validation error. None (default) accepts every label.
     corpus_name: The corpus name for rows without a ``corpus`` cell (default: the CSV's stem).
-        (Not called ``corpus``: `serkit.datasets.prepare` takes that name itself.)
+        (Not called ``corpus``: `serkit.data.datasets.prepare` takes that name itself.)
 
 The reference listings ``manifest.csv`` beside the real corpora (path, speaker, gender,
 emotion) load through this adapter.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import existing_file, finish, normalize_gender, shorten
+from serkit.data.datasets._common import existing_file, finish, normalize_gender, shorten
 
 __all__ = ["LABELS", "NAME", "list_utterances", "prepare"]
 
@@ -107,7 +107,7 @@ def list_utterances(
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, label_set(options.get("labels")))
 
 

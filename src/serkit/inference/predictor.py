@@ -3,7 +3,7 @@
 `Predictor.load(model_dir)` rebuilds everything the model was trained with from its
 ``model.json``: the audio preprocessing (`AudioSpec`), the feature extractor (from its recorded
 identity) and the classifier, which runs either in torch / scikit-learn (``backend="torch"``)
-or from the ONNX files that `serkit.export.export_onnx` wrote (``backend="onnx"``).
+or from the ONNX files that `serkit.inference.export.export_onnx` wrote (``backend="onnx"``).
 
 Long recordings. A recording longer than ``window`` seconds (or any recording when
 ``segments=True``) is decoded once at the spec's rate and native length, cut into windows of
@@ -12,9 +12,9 @@ is full length), and each window is brought to the extractor's spec (padded or c
 would be. Every window gets a label and probabilities; the recording's probabilities are the
 mean over its windows and its label their argmax.
 
-Quality. Every input is checked by `serkit.quality.check` before preprocessing: an all-zero
+Quality. Every input is checked by `serkit.data.quality.check` before preprocessing: an all-zero
 signal or one shorter than the model's minimum (`Predictor.min_duration`) is refused (an
-`serkit.quality.AudioQualityError` naming the input; in batch calls a `Prediction` with
+`serkit.data.quality.AudioQualityError` naming the input; in batch calls a `Prediction` with
 ``error`` set and the refusal's code in ``warnings``); near-silence, clipping and short audio
 are returned as ``Prediction.warnings`` beside the label.
 
@@ -42,10 +42,10 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from serkit.audio import AudioError, collect_notes, fix_length, preprocess, probe, read, stream
+from serkit.data.audio import AudioError, collect_notes, fix_length, preprocess, probe, read, stream
 from serkit.features.base import Extractor, exports_onnx_encoder, extractor_from_identity
 from serkit.models.io import ModelFormatError
-from serkit.quality import LevelMeter, QualityWarning, check, check_levels, decoding_findings, model_min_duration
+from serkit.data.quality import LevelMeter, QualityWarning, check, check_levels, decoding_findings, model_min_duration
 
 __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_predictions", "segment_bounds"]
 
@@ -100,7 +100,7 @@ class Prediction:
         duration: Length of the decoded recording in seconds (0 when it could not be read).
         segments: Per-window predictions when the recording was windowed, else None.
         error: Why this input could not be predicted, else None.
-        warnings: Quality findings (`serkit.quality`: ``near_silent``, ``clipped``, ``short``)
+        warnings: Quality findings (`serkit.data.quality`: ``near_silent``, ``clipped``, ``short``)
             that make the label less trustworthy; for a refused input, the refusal (``silent``,
             ``too_short``) first. Empty for a clean recording.
     """
@@ -165,7 +165,7 @@ class _Prepared:
     windows: list[tuple[float, float]]
     clips: list[np.ndarray]
     segmented: bool
-    warnings: list[QualityWarning] = field(default_factory=list)  # serkit.quality findings
+    warnings: list[QualityWarning] = field(default_factory=list)  # serkit.data.quality findings
     speaker: str | None = None  # whose statistics normalise it (models with speaker_norm)
 
 
@@ -241,7 +241,7 @@ def _build_features(model_dir: Path, info: _ModelInfo, backend: str) -> Extracto
 
 
 def _has_onnx_encoder(model_dir: Path) -> bool:
-    from serkit import export
+    from serkit.inference import export
 
     record = export.read_export_record(model_dir)
     return bool(record and record.get("encoder"))
@@ -266,14 +266,14 @@ class Predictor:
         audio_spec: How clips are prepared for the extractor (``extractor.spec``).
         extractor: The feature extractor, set up.
         model: The classifier: a serkit `Classifier` (torch backend) or an
-            `serkit.export.OnnxClassifier` (ONNX backend); both have ``predict_proba``.
+            `serkit.inference.export.OnnxClassifier` (ONNX backend); both have ``predict_proba``.
         input_kind: The extractor output the classifier reads.
         backend: ``"torch"`` or ``"onnx"``.
         window: Window length for long recordings, seconds.
         hop: Step between windows, seconds.
         batch_size: Clips per extractor and classifier call.
         fingerprint: The features' fingerprint recorded in model.json.
-        transform: The model's `serkit.transforms.SpeakerNorm`, or None.
+        transform: The model's `serkit.models.transforms.SpeakerNorm`, or None.
         enrolled: Speaker -> statistics added with `enroll` (beside the training speakers'
             statistics stored in the model).
         stream_above: `predict_files` streams files longer than this many seconds through
@@ -332,7 +332,7 @@ class Predictor:
         Args:
             model_dir: A folder written by `serkit.models.io.save_model`.
             backend: ``"torch"`` (the saved torch / scikit-learn model) or ``"onnx"`` (the
-                files of `serkit.export.export_onnx`; with an exported SSL encoder, that too).
+                files of `serkit.inference.export.export_onnx`; with an exported SSL encoder, that too).
             window: Window length for long recordings, in seconds.
             hop: Step between windows, in seconds (at most `window`).
             batch_size: Clips per extractor and classifier call.
@@ -349,7 +349,7 @@ class Predictor:
             ValueError: Bad backend, window, hop or batch size.
         """
         _check_settings(backend, window, hop, batch_size)
-        from serkit.transforms import load_transform
+        from serkit.models.transforms import load_transform
 
         folder = Path(model_dir)
         info = _model_info(folder, _read_model_json(folder))
@@ -383,7 +383,7 @@ class Predictor:
 
     @functools.cached_property
     def min_duration(self) -> float:
-        """The shortest recording this model accepts, in seconds (`serkit.quality.model_min_duration`)."""
+        """The shortest recording this model accepts, in seconds (`serkit.data.quality.model_min_duration`)."""
         with self._lock:  # openSMILE measures its window with the extractor's own pipeline
             return model_min_duration(self.extractor)
 
@@ -412,7 +412,7 @@ class Predictor:
 
         Raises:
             AudioError: NaN/Inf samples, empty, too short or too long for the spec.
-            serkit.quality.AudioQualityError: (an AudioError) every sample is zero, or the
+            serkit.data.quality.AudioQualityError: (an AudioError) every sample is zero, or the
                 signal is shorter than `min_duration`; ``code`` says which.
             ValueError: The extractor or classifier rejected the clip (the message names it).
         """
@@ -504,7 +504,7 @@ class Predictor:
             names: Names of the inputs (default ``<signal N>``).
             speakers: Speaker of each signal (see `predict_signal`); default: none.
             notes: Findings about how each signal was decoded, to pass on in its prediction's
-                ``warnings`` (`serkit.quality.decoding_findings`); default: none.
+                ``warnings`` (`serkit.data.quality.decoding_findings`); default: none.
 
         Returns:
             One prediction per signal, in order; a signal that cannot be used has ``error``
@@ -582,7 +582,7 @@ class Predictor:
         return probe(path, max_duration=self.audio_spec.max_duration).duration > self.stream_above
 
     def _predict_streamed(self, path: Path, segments: bool, speaker: str | None) -> Prediction:
-        """Predict a long file window by window as it is decoded (`serkit.audio.stream`).
+        """Predict a long file window by window as it is decoded (`serkit.data.audio.stream`).
 
         The windows, probabilities and quality findings are those of the in-memory path;
         memory holds one decoding block, one window and one batch of clips at a time.
@@ -719,7 +719,7 @@ class Predictor:
                 utterances describe a speaker well (README, results).
 
         Returns:
-            The speaker's `serkit.transforms.SpeakerStats`.
+            The speaker's `serkit.models.transforms.SpeakerStats`.
 
         Raises:
             ValueError: The model has no speaker normalisation, or no recording given.
@@ -877,7 +877,7 @@ def _fix_frames(array: np.ndarray, frames: int) -> np.ndarray:
 def _load_classifier(model_dir: Path, info: _ModelInfo, backend: str) -> Any:
     """The saved model (torch backend) or its ONNX export (ONNX backend)."""
     if backend == "onnx":
-        from serkit.export import OnnxClassifier
+        from serkit.inference.export import OnnxClassifier
 
         return OnnxClassifier.from_model_dir(model_dir, fingerprint=info.fingerprint, labels=info.labels)
     from serkit.models.io import load_model

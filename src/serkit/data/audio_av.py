@@ -9,7 +9,7 @@ moves into the decoding loop: decoding stops, and `AudioError` is raised, as soo
 decoded length passes the configured maximum, so memory never exceeds that maximum.
 
 Damage is handled as FFmpeg's own tools do, within bounds: a few undecodable packets (a
-damaged MP3 frame) are skipped with a `serkit.audio.DecodeWarning`; more than 3 and more than
+damaged MP3 frame) are skipped with a `serkit.data.audio.DecodeWarning`; more than 3 and more than
 1 % of the packets make the file an `AudioError`.
 """
 
@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from serkit.audio import AudioError, DecodeWarning, notify
+from serkit.data.audio import AudioError, DecodeWarning, notify
 
 __all__ = ["Decoded", "UnknownFormatError", "blocks", "decode"]
 
@@ -94,7 +94,7 @@ def decode(file: BinaryIO, label: str, *, max_duration: float, keep: bool = True
         max_duration: Decoding stops with an error once more than this many seconds have
             been decoded, so a lying or hostile file cannot make memory or time grow without
             bound.
-        keep: Keep the samples; False only counts them (for `serkit.audio.probe`).
+        keep: Keep the samples; False only counts them (for `serkit.data.audio.probe`).
 
     Returns:
         The decoded stream; ``signal`` is None when `keep` is False.

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.datasets._common import (
+from serkit.data.datasets._common import (
     Archive,
     audio_files,
     check_classes,
@@ -196,7 +196,7 @@ def list_utterances(
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, labels_for(options.get("classes", 6)))
 
 

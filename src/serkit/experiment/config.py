@@ -11,7 +11,7 @@ through `Classifier.check_params`), the transform against the model's input, the
 name and options, and the run settings.
 
 `RunConfig.build_extractor` is the one way a run's extractor is made, by `serkit run`
-(`serkit.experiment`) and by `serkit extract -f RECIPE`, so both fill and read one cache.
+(`serkit.experiment.runner`) and by `serkit extract -f RECIPE`, so both fill and read one cache.
 `RunConfig.to_dict` gives the resolved recipe as plain data (what ``config.json`` stores and
 compares when a run resumes).
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serkit.audio import AudioSpec
+from serkit.data.audio import AudioSpec
 
 __all__ = [
     "CorpusConfig",
@@ -53,7 +53,7 @@ SCHEMA: dict[str, Any] = {
     "audio": {"sampling_rate": int, "duration": float, "crop": str, "min_duration": float, "max_duration": float},
     "features": None,  # kind + the extractor's own settings (checked by the extractor)
     "model": {"name": str, "params": None},
-    "transforms": None,  # e.g. speaker_norm = { test_statistics = "transductive" } (serkit.transforms)
+    "transforms": None,  # e.g. speaker_norm = { test_statistics = "transductive" } (serkit.models.transforms)
     "protocol": {"name": str, "options": None, "val_fraction": float},
     "run": {"seeds": list, "output": str, "cache": str, "final_model": bool, "report": bool,
             "bootstrap": int, "max_frames": int, "batch_size": int},
@@ -190,13 +190,13 @@ class CorpusConfig:
     """One corpus: a manifest file, or an adapter name and its root folder.
 
     Attributes:
-        name: Adapter (`serkit.datasets`), e.g. ``"emovo"``; with `root`.
+        name: Adapter (`serkit.data.datasets`), e.g. ``"emovo"``; with `root`.
         root: The corpus folder (or a metadata file for ``csv``).
         manifest: A ready manifest CSV instead of `name` + `root`.
         options: The adapter's own options.
         labels: Keep only these labels.
         label_map: Rename labels (``"*" = "keep"`` keeps unmapped ones; others are dropped).
-        synth: Write a synthetic corpus at `root` first when it is absent (`serkit.synth.write_corpus`).
+        synth: Write a synthetic corpus at `root` first when it is absent (`serkit.data.synth.write_corpus`).
     """
 
     name: str | None = None
@@ -266,14 +266,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """How folds are drawn (`serkit.splits.make_folds`): protocol name, its options, validation share."""
+    """How folds are drawn (`serkit.evaluation.splits.make_folds`): protocol name, its options, validation share."""
 
     name: str = "speaker_kfold"
     options: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        from serkit.splits import protocol_options
+        from serkit.evaluation.splits import protocol_options
 
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise RecipeError(f"protocol.val_fraction must be in [0, 1), got {self.val_fraction!r}")
@@ -311,7 +311,7 @@ class RunSettings:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
             raise RecipeError(f"run.seeds must be a non-empty list of integers, got {list(self.seeds)!r}")
-        if self.bootstrap < 1:  # serkit.metrics draws at least one resample
+        if self.bootstrap < 1:  # serkit.evaluation.metrics draws at least one resample
             raise RecipeError(f"run.bootstrap must be >= 1, got {self.bootstrap}")
         for name in ("max_frames", "batch_size"):
             value = getattr(self, name)
@@ -329,7 +329,7 @@ class RunConfig:
         corpora: One corpus, or several concatenated (cross-corpus).
         audio: The recipe's ``[audio]`` spec, or None for the extractor's own.
         features, model, protocol, run: The sections above.
-        transforms: The ``[transforms]`` table (`serkit.transforms.build_transform`), or None.
+        transforms: The ``[transforms]`` table (`serkit.models.transforms.build_transform`), or None.
         source: The resolved recipe as plain data (`to_dict`).
     """
 
@@ -391,8 +391,8 @@ class RunConfig:
         return self.model.build(seed, checkpoint_dir)
 
     def build_transform(self) -> Any:
-        """The recipe's transform (`serkit.transforms`) checked against the model's input; None when absent."""
-        from serkit.transforms import build_transform
+        """The recipe's transform (`serkit.models.transforms`) checked against the model's input; None when absent."""
+        from serkit.models.transforms import build_transform
 
         try:
             return build_transform(self.transforms, str(getattr(self.build_model(), "input_kind", "")))

@@ -32,7 +32,7 @@ import re
 
 import pandas as pd
 
-from serkit.datasets._common import audio_files, existing_dir, finish, frame_of, match_names
+from serkit.data.datasets._common import audio_files, existing_dir, finish, frame_of, match_names
 
 __all__ = ["LABELS", "NAME", "SHARED_4", "list_utterances", "prepare"]
 
@@ -98,5 +98,5 @@ def list_utterances(root: str | os.PathLike) -> pd.DataFrame:
 
 
 def prepare(root: str | os.PathLike, **options) -> pd.DataFrame:
-    """`list_utterances` plus durations and validation (see `serkit.datasets.prepare`)."""
+    """`list_utterances` plus durations and validation (see `serkit.data.datasets.prepare`)."""
     return finish(list_utterances(root, **options), NAME, LABELS)

@@ -2,7 +2,7 @@
 
 What libsndfile reads exactly is read with soundfile (WAV of any PCM width or float, FLAC,
 OGG/Vorbis, AIFF and AIFF-C, AU, CAF). Everything else FFmpeg reads (MP3, M4A/AAC, WebM/Opus,
-MP4, OGG/Opus, ...) is decoded through PyAV (`serkit.audio_av`, imported only then) to its
+MP4, OGG/Opus, ...) is decoded through PyAV (`serkit.data.audio_av`, imported only then) to its
 real end: a compressed stream's length comes from decoding, never from a header's estimate.
 The container is detected from the content, not the name, so AIFF-C data stored under a
 ``.wav`` name reads fine. Paths are opened by Python, so file names that are not UTF-8 read.
@@ -277,8 +277,8 @@ def _open_sndfile(handle: BinaryIO, start: int):
 
 
 def _decode_ffmpeg(handle: BinaryIO, start: int, label: str, max_duration: float, keep: bool, why: str | None):
-    """Decode through PyAV (`serkit.audio_av`); `why` is libsndfile's refusal, if any."""
-    from serkit import audio_av  # imported here: PyAV loads FFmpeg's libraries
+    """Decode through PyAV (`serkit.data.audio_av`); `why` is libsndfile's refusal, if any."""
+    from serkit.data import audio_av  # imported here: PyAV loads FFmpeg's libraries
 
     handle.seek(start)
     try:
@@ -293,8 +293,8 @@ def _decode_ffmpeg(handle: BinaryIO, start: int, label: str, max_duration: float
 def _ffmpeg_blocks(
     handle: BinaryIO, start: int, label: str, max_duration: float, block_seconds: float, why: str | None
 ) -> Iterator[tuple[np.ndarray, int]]:
-    """`serkit.audio_av.blocks`, with libsndfile's refusal joined to FFmpeg's as in `_decode_ffmpeg`."""
-    from serkit import audio_av
+    """`serkit.data.audio_av.blocks`, with libsndfile's refusal joined to FFmpeg's as in `_decode_ffmpeg`."""
+    from serkit.data import audio_av
 
     handle.seek(start)
     try:
@@ -614,7 +614,7 @@ def stream(
         name: Name used in error messages when `source` is not a path.
         native: Called with each decoded block as the file holds it, ``(samples of shape
             (frames, channels), sampling_rate)``, before mixdown and resampling (to measure
-            levels and clipping, `serkit.quality.LevelMeter`).
+            levels and clipping, `serkit.data.quality.LevelMeter`).
         warn_silent: Emit `SilentAudioWarning` for all-zero audio (False when the caller
             judges silence itself).
 

@@ -1,6 +1,6 @@
 """Corpus adapters: a corpus folder in, a validated manifest out.
 
-Each adapter is a module ``serkit.datasets.<name>`` with ``NAME``, ``LABELS`` (its native label
+Each adapter is a module ``serkit.data.datasets.<name>`` with ``NAME``, ``LABELS`` (its native label
 set, or None when the user's data decides), ``list_utterances(root, **options)`` that reads the
 corpus's official file naming into manifest rows (no audio decoding), and
 ``prepare(root, **options)``, which adds durations and validates. Adapters are imported only
@@ -10,9 +10,9 @@ Corpus facts live in the corpus's module, each constant naming its source (the c
 or documentation): its label codes (e.g. ShEMO's emotion letters, EMOVO's Italian codes), the
 paper's class setups (ShEMO's 5 classes), and, for corpora serkit downloads, ``ARCHIVES`` (URLs,
 sizes, SHA-256), ``ARCHIVE_FOLDERS`` (what they unpack to) and ``download_hint`` (how to fetch
-them by hand), which `serkit.download` reads. ``SHARED_4`` maps a corpus's native labels to the
+them by hand), which `serkit.data.download` reads. ``SHARED_4`` maps a corpus's native labels to the
 four emotions every corpus here has (angry, happy, neutral, sad): serkit's own choice, by
-meaning, for cross-corpus runs; `serkit.splits.SHARED_4` gathers these tables.
+meaning, for cross-corpus runs; `serkit.evaluation.splits.SHARED_4` gathers these tables.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["ADAPTERS", "adapter", "adapter_options", "prepare"]
 
 #: Corpus name -> module; modules are imported lazily.
 ADAPTERS: dict[str, str] = {
-    name: f"serkit.datasets.{name}"
+    name: f"serkit.data.datasets.{name}"
     for name in ("shemo", "emodb", "ravdess", "crema_d", "tess", "iemocap", "emovo", "urdu", "csv", "folder")
 }
 
@@ -65,7 +65,7 @@ def prepare(corpus: str, root: str | os.PathLike, /, **options) -> pd.DataFrame:
     Raises:
         ValueError: Unknown corpus or option.
         FileNotFoundError: `root` does not exist.
-        serkit.schema.ManifestError: Duplicate ids, unknown labels, missing files.
+        serkit.data.schema.ManifestError: Duplicate ids, unknown labels, missing files.
     """
     allowed = adapter_options(corpus)
     unknown = sorted(set(options) - set(allowed))

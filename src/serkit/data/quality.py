@@ -2,7 +2,7 @@
 
 `assess` measures a decoded signal and returns its findings as `QualityWarning` s: a stable
 machine ``code`` and a human ``message``. `check` does the same and raises `AudioQualityError`
-(an `serkit.audio.AudioError` naming the source) when a finding makes a prediction meaningless.
+(an `serkit.data.audio.AudioError` naming the source) when a finding makes a prediction meaningless.
 The Predictor runs `check` on every input before preprocessing, so each prediction carries its
 warnings (``Prediction.warnings``, the ``warnings`` field of ``serkit predict``'s JSON and CSV
 and of the service's JSON) and refused inputs are reported with their reason.
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from serkit.audio import AudioError, DecodeWarning, HeaderWarning
+from serkit.data.audio import AudioError, DecodeWarning, HeaderWarning
 
 __all__ = [
     "ANALYSIS_WINDOW_S",
@@ -247,7 +247,7 @@ def measure(signal: np.ndarray) -> Levels:
 
     Args:
         signal: Float samples with full scale 1.0, shape (frames,) or (frames, channels); what
-            `serkit.audio.read` returns.
+            `serkit.data.audio.read` returns.
 
     Returns:
         The measurements. Runs that cross a block boundary of 2**20 frames are counted in parts
@@ -379,7 +379,7 @@ _DECODING_CODES = {HeaderWarning: "header", DecodeWarning: "damaged"}
 
 
 def decoding_findings(notes: list[tuple[type[Warning], str]]) -> list[QualityWarning]:
-    """The warnings of `serkit.audio.collect_notes` as findings (``header``, ``damaged``).
+    """The warnings of `serkit.data.audio.collect_notes` as findings (``header``, ``damaged``).
 
     Args:
         notes: ``(category, message)`` pairs recorded while reading one recording.

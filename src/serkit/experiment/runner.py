@@ -1,6 +1,6 @@
 """Experiments: a recipe in, a run directory out (prepare -> extract -> folds -> train -> evaluate -> report).
 
-A recipe is a TOML file, parsed and checked once into a typed `serkit.config.RunConfig` per
+A recipe is a TOML file, parsed and checked once into a typed `serkit.experiment.config.RunConfig` per
 run (a mistyped key or a bad value, model parameters included, is an error that names it
 before any work). A recipe may hold ``[[variant]]`` tables (ablations, baselines side by
 side): each variant is the base recipe with its own overrides and gets its own run directory.
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serkit.config import CorpusConfig, RecipeError, RunConfig, load_config, load_recipe, resolve_path, resolve_variants
+from serkit.experiment.config import CorpusConfig, RecipeError, RunConfig, load_config, load_recipe, resolve_path, resolve_variants
 from serkit.features.cache import FeatureCache, atomic_write
 
 __all__ = ["RecipeError", "RunResult", "load_recipe", "resolve_variants", "run_experiment", "run_recipe"]
@@ -60,15 +60,15 @@ class RunResult:
 # --- stages -------------------------------------------------------------------------------
 
 def _prepare_one(corpus: CorpusConfig) -> pd.DataFrame:
-    from serkit.datasets import prepare
-    from serkit.schema import read_manifest
+    from serkit.data.datasets import prepare
+    from serkit.data.schema import read_manifest
 
     if corpus.manifest is not None:
         manifest = read_manifest(resolve_path(corpus.manifest))
     else:
         root = resolve_path(str(corpus.root))
         if corpus.synth is not None and not root.exists():
-            from serkit.synth import write_corpus
+            from serkit.data.synth import write_corpus
 
             folder = root.parent if root.suffix == ".csv" else root
             write_corpus(folder, **corpus.synth)
@@ -99,7 +99,7 @@ def _typed(config: RunConfig | dict[str, Any]) -> RunConfig:
 
 def prepare_manifest(config: RunConfig | dict[str, Any]) -> pd.DataFrame:
     """The run's manifest: one corpus, or several (``corpora``) concatenated."""
-    from serkit.schema import validate_manifest
+    from serkit.data.schema import validate_manifest
 
     frames = [_prepare_one(c) for c in _typed(config).corpora]
     left_out = [item for frame in frames for item in frame.attrs.get("skipped", [])]
@@ -163,7 +163,7 @@ def recipe_cache(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Path
 
 def _fixed_length(arrays: list[np.ndarray], max_frames: int | None) -> list[np.ndarray]:
     """Pad with zeros / cut along the time axis (-2) so frame maps stack; None = longest."""
-    from serkit.audio import fix_length
+    from serkit.data.audio import fix_length
 
     lengths = [a.shape[-2] for a in arrays]
     target = min(max(lengths), max_frames) if max_frames else max(lengths)
@@ -295,8 +295,8 @@ def _fold_rows(folds: pd.DataFrame, fold: int, split: str) -> list[str]:
 
 
 def speaker_lookup(manifest: pd.DataFrame) -> dict[str, str]:
-    """utt_id -> speaker identity (corpus-prefixed when corpora mix; `serkit.splits.speaker_keys`)."""
-    from serkit.splits import speaker_keys
+    """utt_id -> speaker identity (corpus-prefixed when corpora mix; `serkit.evaluation.splits.speaker_keys`)."""
+    from serkit.evaluation.splits import speaker_keys
 
     return dict(zip(manifest["utt_id"].astype(str), speaker_keys(manifest)))
 
@@ -348,7 +348,7 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
     """Run one resolved configuration end to end into its run directory (resumable).
 
     Args:
-        config: One `RunConfig` of `serkit.config.load_config` (or a plain entry of
+        config: One `RunConfig` of `serkit.experiment.config.load_config` (or a plain entry of
             `resolve_variants`, typed and checked here).
         progress: Show progress bars.
 
@@ -356,9 +356,9 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
         The run directory and its metrics.
     """
     from serkit.features.extract import extract_manifest
-    from serkit.metrics import evaluate_run
-    from serkit.schema import write_manifest
-    from serkit.splits import make_folds, set_aside_enrollment, speaker_overlap, write_folds
+    from serkit.evaluation.metrics import evaluate_run
+    from serkit.data.schema import write_manifest
+    from serkit.evaluation.splits import make_folds, set_aside_enrollment, speaker_overlap, write_folds
 
     config = _typed(config)  # every setting is checked before any work
     norm = config.build_transform()
@@ -430,7 +430,7 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
     metrics["model"] = config.model.name
     metrics["features"] = config.features.kind
     if norm is not None:
-        from serkit.transforms import describe
+        from serkit.models.transforms import describe
 
         metrics["transform"] = describe(norm)
     _write_json(metrics, run_dir / "metrics.json")
@@ -438,7 +438,7 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
     if settings.final_model:
         _final_model(config, table, manifest, extractor, run_dir, metrics)
     if settings.report:
-        from serkit.report import write_report
+        from serkit.evaluation.report import write_report
 
         write_report(run_dir)
     if left_out:
@@ -449,7 +449,7 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
 def _final_model(config: RunConfig, table: FeatureTable, manifest, extractor, run_dir: Path, metrics: dict) -> Path:
     """Train on every utterance (validation speakers for early stopping) and save it."""
     from serkit.models.io import save_model
-    from serkit.splits import draw_validation, speaker_keys
+    from serkit.evaluation.splits import draw_validation, speaker_keys
 
     model_dir = run_dir / "model"
     if (model_dir / "model.json").exists():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from serkit.audio import AudioError, display_name, probe
-from serkit.schema import COLUMNS, OPTIONAL_COLUMNS, validate_manifest
+from serkit.data.audio import AudioError, display_name, probe
+from serkit.data.schema import COLUMNS, OPTIONAL_COLUMNS, validate_manifest
 
 #: Extensions read as audio: libsndfile's (WAV, FLAC, OGG, AIFF, AU, CAF, ...) and the
 #: compressed and container formats FFmpeg decodes (MP3, M4A/AAC, MP4, WebM, Opus, AMR, ...).
@@ -50,7 +50,7 @@ _AUDIO_MAGIC: tuple[tuple[int, bytes, str], ...] = (
 
 @dataclass(frozen=True)
 class Archive:
-    """One official file of a corpus to download (`serkit.download` fetches and checks it).
+    """One official file of a corpus to download (`serkit.data.download` fetches and checks it).
 
     Attributes:
         name: The file name in the destination folder, e.g. ``female.zip``.

@@ -75,7 +75,7 @@ _VAL_TRIES = 64
 
 def _shared_4() -> dict[str, dict[str, str]]:
     """Every corpus adapter's ``SHARED_4`` table, by corpus name (the facts live in datasets/<corpus>.py)."""
-    from serkit.datasets import ADAPTERS, adapter
+    from serkit.data.datasets import ADAPTERS, adapter
 
     tables = {name: getattr(adapter(name), "SHARED_4", None) for name in ADAPTERS}
     return {name: dict(table) for name, table in tables.items() if table is not None}
@@ -272,7 +272,7 @@ def _cross_corpus(manifest: pd.DataFrame, *, train_corpus: str, test_corpus: str
     if unseen:
         raise ValueError(
             f"cross_corpus: test label(s) {unseen} never occur in {train_corpus!r}; map both corpora to a "
-            "shared label set first (serkit.splits.map_labels, e.g. with SHARED_4)"
+            "shared label set first (serkit.evaluation.splits.map_labels, e.g. with SHARED_4)"
         )
     return _train_test(manifest, 0, test, train)
 
@@ -461,7 +461,7 @@ def _builder(protocol: str) -> Callable[..., pd.DataFrame]:
 def protocol_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options meant for the protocol's builder; unknown or missing ones are errors.
 
-    `serkit.config` calls it when a recipe is loaded, so a bad option fails before any work.
+    `serkit.experiment.config` calls it when a recipe is loaded, so a bad option fails before any work.
 
     Raises:
         ValueError: Unknown protocol, unknown option, or a missing required one.
