@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from serkit.data import download
-from serkit.data.download import SHEMO_ARCHIVES, Archive, DownloadError, download_corpus, fetch, unpack
+from serkit.data import download_archive
+from serkit.data.download import SHEMO_ARCHIVES, Archive, download_corpus
+from serkit.data.download_archive import DownloadError, unpack
+from serkit.data.download_fetch import fetch
 from tests import audio_factory
 
 FEMALE = ("F01A01", "F01N02", "F02H01", "F02F01")
@@ -288,8 +290,8 @@ def test_verified_hash_is_cached_by_size_and_mtime(
 ) -> None:
     path = fetch(served[0], tmp_path, timeout=5, progress=False)
     calls: list[Path] = []
-    real = download._sha256
-    monkeypatch.setattr(download, "_sha256", lambda p: calls.append(p) or real(p))
+    real = download_archive._sha256
+    monkeypatch.setattr(download_archive, "_sha256", lambda p: calls.append(p) or real(p))
 
     assert fetch(served[0], tmp_path, timeout=5, progress=False) == path
     assert calls == []  # sidecar matched: no rehash
