@@ -248,7 +248,7 @@ def test_cli_csv_and_table_show_warnings(model, recordings, capsys) -> None:
 def test_decoding_findings_travel_with_predictions(model, tmp_path, capsys) -> None:
     """A WAV whose header lied (sizes 0) is predicted with a ``header`` warning, not only a log line.
 
-    Collected per thread (`serkit.data.audio.collect_notes`), so concurrent reads keep their own.
+    Collected per thread (`serkit.data.audio_notes.collect_notes`), so concurrent reads keep their own.
     """
     import struct
     from concurrent.futures import ThreadPoolExecutor

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from serkit.data.audio import AudioError, DecodeWarning, notify
+from serkit.data.audio_notes import AudioError, DecodeWarning, notify
 
 __all__ = ["Decoded", "UnknownFormatError", "blocks", "decode"]
 

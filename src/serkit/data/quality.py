@@ -379,7 +379,7 @@ _DECODING_CODES = {HeaderWarning: "header", DecodeWarning: "damaged"}
 
 
 def decoding_findings(notes: list[tuple[type[Warning], str]]) -> list[QualityWarning]:
-    """The warnings of `serkit.data.audio.collect_notes` as findings (``header``, ``damaged``).
+    """The warnings of `serkit.data.audio_notes.collect_notes` as findings (``header``, ``damaged``).
 
     Args:
         notes: ``(category, message)`` pairs recorded while reading one recording.

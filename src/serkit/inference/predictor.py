@@ -42,7 +42,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from serkit.data.audio import AudioError, collect_notes, fix_length, preprocess, probe, read, stream
+from serkit.data.audio import AudioError, fix_length, preprocess, probe, read, stream
+from serkit.data.audio_notes import collect_notes
 from serkit.features.base import Extractor, exports_onnx_encoder, extractor_from_identity
 from serkit.models.io import ModelFormatError
 from serkit.data.quality import LevelMeter, QualityWarning, check, check_levels, decoding_findings, model_min_duration

@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from serkit.data.audio import AudioError, collect_notes, read
+from serkit.data.audio import AudioError, read
+from serkit.data.audio_notes import collect_notes
 from serkit.data.quality import decoding_findings
 from serkit.serving.errors import HTTPFailure
 from serkit.serving.pool import FeaturePool, batches_features, usable_cores
