@@ -322,7 +322,7 @@ def test_build_extractor(tiny_models, signals):
 
 def test_float16_on_cpu_warns_and_uses_float32(tiny_models, signals, caplog):
     extractor = _extractor(tiny_models["w2v2_layer"], mode="native", dtype="float16", device="cpu")
-    with caplog.at_level(logging.WARNING, logger="serkit.features.ssl"):
+    with caplog.at_level(logging.WARNING, logger="serkit.features.ssl_loading"):
         extractor.setup()
     assert "not used on cpu" in caplog.text
     assert extractor.precision_in_use() == "float32"
@@ -351,7 +351,7 @@ def test_auto_dtype_resolves_into_the_fingerprint(tiny_models, monkeypatch):
     path = str(tiny_models["w2v2_layer"])
     float32 = SSLExtractor(SSLConfig(model=path, dtype="float32", device="cpu")).fingerprint()
     assert SSLExtractor(SSLConfig(model=path, device="cpu")).fingerprint() == float32  # the suite pins float32
-    monkeypatch.setattr(ssl_module, "_auto_dtype", lambda config, device: PrecisionChoice("bfloat16", "faked"))
+    monkeypatch.setattr(ssl_module, "auto_dtype", lambda config, device: PrecisionChoice("bfloat16", "faked"))
     auto = SSLExtractor(SSLConfig(model=path, device="cpu"))
     assert auto.precision_in_use() == "bfloat16"
     assert auto.fingerprint() == SSLExtractor(SSLConfig(model=path, dtype="bfloat16", device="cpu")).fingerprint()

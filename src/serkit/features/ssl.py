@@ -34,9 +34,9 @@ keeps the result of every clip independent of its batch mates. Otherwise (base m
 group norm, whose normalisation spans the padded time axis; data2vec-audio, whose stacked
 positional convolutions see the padding) only clips of equal length share a batch.
 
-Loading tries the local cache first and goes to the network only when allowed: with
-``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``, or when the Hub cannot be reached, a missing
-model fails at once with `ModelNotAvailableError`, which says how to fetch it.
+Loading (`serkit.features.ssl_loading`) tries the local cache first and goes to the network only
+when allowed: with ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``, or when the Hub cannot be
+reached, a missing model fails at once with `ModelNotAvailableError`, which says how to fetch it.
 
 Other settings: ``backend="onnx"`` exports the encoder once to ONNX (see
 `serkit.features.onnx_backend`) and runs it with onnxruntime on the CPU; ``quantize="int8"``
@@ -57,11 +57,11 @@ torch, transformers and onnxruntime are imported only when a model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -76,9 +76,18 @@ from serkit.features.encoder import (
     prepare_clips,
 )
 from serkit.features.hub import ModelNotAvailableError, from_pretrained
-
-if TYPE_CHECKING:
-    from serkit.precision import PrecisionChoice
+from serkit.features.ssl_loading import (
+    auto_dtype,
+    check_model_config,
+    conv_norm,
+    encoder_hidden_states,
+    load_feature_extractor,
+    load_torch_model,
+    pick_device,
+    pick_dtype,
+    torch_encoder,
+    transformers_loader,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -193,138 +202,6 @@ def conv_output_length(num_samples: int, kernels: tuple[int, ...], strides: tupl
     return length
 
 
-# --------------------------------------------------------------------------- torch side
-
-
-def encoder_hidden_states(model: Any, input_values: Any, attention_mask: Any | None) -> Any:
-    """Every hidden state of a transformers speech encoder, stacked.
-
-    The last entry is ``last_hidden_state`` (after the final layer norm where the model has one).
-    Used by the torch backend and traced for the ONNX export, so both compute the same thing.
-
-    Returns:
-        Tensor (num_layers + 1, batch, frames, dim).
-    """
-    import torch
-
-    out = model(input_values, attention_mask=attention_mask, output_hidden_states=True)
-    return torch.stack(tuple(out.hidden_states[:-1]) + (out.last_hidden_state,))
-
-
-class _TorchEncoder:
-    """Runs a torch encoder on numpy batches; returns float32 numpy hidden states.
-
-    bfloat16 on the CPU runs as autocast over float32 weights; on CUDA the weights are cast.
-    """
-
-    def __init__(self, model: Any, device: str, dtype: str) -> None:
-        import torch
-
-        self.model = model
-        self.device = torch.device(device)
-        self.autocast = dtype == "bfloat16" and self.device.type == "cpu"
-        self.dtype = torch.float32 if self.autocast else getattr(torch, dtype)
-
-    def __call__(self, input_values: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode(), warnings.catch_warnings():
-            # WavLM passes a bool padding mask with a float position bias; torch converts it
-            # correctly but warns that mixing the two is deprecated.
-            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
-            values = torch.from_numpy(np.ascontiguousarray(input_values, dtype=np.float32)).to(self.device, self.dtype)
-            mask = None
-            if attention_mask is not None:
-                mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(self.device)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-                hidden = encoder_hidden_states(self.model, values, mask)
-            return hidden.float().cpu().numpy()
-
-
-def _pick_device(config: SSLConfig) -> str:
-    """The configured device, else cuda, mps or cpu; ONNX and int8 always run on the CPU."""
-    if config.backend == "onnx" or config.quantize == "int8":
-        if config.device is None:
-            logger.info("SSL %s backend with quantize=%s runs on the CPU", config.backend, config.quantize)
-        return "cpu"
-    if config.device is not None:
-        return config.device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _pick_dtype(config: SSLConfig, device: str) -> str:
-    """The precision to run: "auto" resolved by measurement; float16 on CUDA only."""
-    if config.dtype == "auto":
-        return _auto_dtype(config, device).precision
-    if config.dtype == "float32" or device.startswith("cuda"):
-        return config.dtype
-    if config.dtype == "bfloat16" and device == "cpu" and config.backend == "torch" and config.quantize == "none":
-        return "bfloat16"  # CPU autocast, as asked (on a CPU without native bfloat16 it is slow)
-    logger.warning("SSL dtype %s is not used on %s with this backend; running %s in float32", config.dtype, device, config.model)
-    return "float32"
-
-
-def _auto_dtype(config: SSLConfig, device: str) -> PrecisionChoice:
-    """What ``dtype = "auto"`` runs on `device` (see the module docstring)."""
-    from serkit.precision import PrecisionChoice, torch_cpu_autocast
-
-    if config.backend == "onnx" or config.quantize == "int8":
-        return PrecisionChoice("float32", f"backend {config.backend} with quantize {config.quantize} runs float32")
-    if device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_bf16_supported():
-            return PrecisionChoice("bfloat16", "the CUDA device supports bfloat16")
-        return PrecisionChoice("float32", "the CUDA device has no bfloat16")
-    if device != "cpu":
-        return PrecisionChoice("float32", f"{device} runs float32")
-    return torch_cpu_autocast()
-
-
-def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per call).
-
-    Linear layers whose weights the model reads directly (WavLM's attention calls
-    ``F.multi_head_attention_forward`` with ``q_proj.weight``) stay in float32.
-    """
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    direct = {
-        f"{parent}.{child}"
-        for parent, module in model.named_modules()
-        if type(module).__name__.endswith("WavLMAttention")
-        for child, _ in module.named_children()
-    }
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, names - direct, dtype=torch.qint8)
-
-
-def _default_feature_extractor(model_config: Any) -> Any:
-    """Preprocessing for checkpoints without a preprocessor_config.json (wav2vec 2.0 defaults)."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    return Wav2Vec2FeatureExtractor(
-        sampling_rate=16000, do_normalize=True, return_attention_mask=_conv_norm(model_config) == "layer"
-    )
-
-
-def _conv_norm(model_config: Any) -> str:
-    """Normalisation of the conv front end; data2vec-audio has no setting and uses layer norm."""
-    return str(getattr(model_config, "feat_extract_norm", "layer"))
-
-
 # --------------------------------------------------------------------------- the extractor
 
 
@@ -372,27 +249,30 @@ class SSLExtractor(EncoderExtractor):
         if self._encoder is not None:
             return
         cfg = self.config
-        self._model_config = from_pretrained(_auto("AutoConfig"), cfg.model, cfg.revision)
-        self._check_model_config()
-        self._feature_extractor = self._load_feature_extractor()
+        self._model_config = from_pretrained(transformers_loader("AutoConfig"), cfg.model, cfg.revision)
+        check_model_config(self._model_config, cfg)
+        self._feature_extractor = load_feature_extractor(cfg, self._model_config)
         self._revision = None  # the load may have filled the cache: resolve again
         if cfg.num_threads is not None:
             import torch
 
             torch.set_num_threads(cfg.num_threads)
-        self._encoder = self._onnx_encoder(workdir) if cfg.backend == "onnx" else self._torch_encoder()
+        if cfg.backend == "onnx":
+            self._encoder = self._onnx_encoder(workdir)
+        else:
+            self._encoder = torch_encoder(cfg, pick_device(cfg), self.precision_in_use())
         logger.info("SSL encoder %s (%s) ready: backend %s", cfg.model, self.resolved_revision(), cfg.backend)
 
     def precision_in_use(self) -> str:
         """The dtype this extractor runs with: ``"auto"`` resolved once (logged with its reason)."""
         if self._dtype is None:
-            device = _pick_device(self.config)
+            device = pick_device(self.config)
             if self.config.dtype == "auto":
-                choice = _auto_dtype(self.config, device)
+                choice = auto_dtype(self.config, device)
                 logger.info("SSL %s on %s: dtype auto -> %s", self.config.model, device, choice.describe())
                 self._dtype = choice.precision
             else:
-                self._dtype = _pick_dtype(self.config, device)
+                self._dtype = pick_dtype(self.config, device)
         return self._dtype
 
     def float32_settings(self) -> dict[str, Any]:
@@ -451,45 +331,6 @@ class SSLExtractor(EncoderExtractor):
         if self._encoder is None:
             self.setup(None)
 
-    def _check_model_config(self) -> None:
-        model_config, cfg = self._model_config, self.config
-        for attribute in ("num_hidden_layers", "conv_kernel", "conv_stride"):
-            if not hasattr(model_config, attribute):
-                raise ValueError(f"{cfg.model}: not a wav2vec 2.0-style speech encoder (config has no {attribute})")
-        if getattr(model_config, "add_adapter", False):
-            raise ValueError(f"{cfg.model}: encoders with an adapter (add_adapter=True) are not supported")
-        layers = int(model_config.num_hidden_layers)
-        bad = [i for i in cfg.frame_layers if not -(layers + 1) <= i <= layers]
-        if bad:
-            raise ValueError(f"{cfg.model}: frame_layers {bad} out of range; the model has hidden states 0..{layers}")
-
-    def _load_feature_extractor(self) -> Any:
-        cfg = self.config
-        try:
-            return from_pretrained(_auto("AutoFeatureExtractor"), cfg.model, cfg.revision)
-        except (ModelNotAvailableError, ValueError) as exc:
-            logger.warning("%s: no usable preprocessor_config.json (%s); using wav2vec 2.0 defaults", cfg.model, exc)
-            return _default_feature_extractor(self._model_config)
-
-    def _load_torch_model(self) -> Any:
-        import torch
-
-        model = from_pretrained(_auto("AutoModel"), self.config.model, self.config.revision, dtype=torch.float32)
-        return model.eval()
-
-    def _torch_encoder(self) -> _TorchEncoder:
-        import torch
-
-        device = _pick_device(self.config)
-        dtype = self.precision_in_use()
-        model = self._load_torch_model()
-        if self.config.quantize == "int8":
-            model = _quantize_int8(model)  # CPU float32 model; stays there
-        else:  # bfloat16 on the CPU keeps float32 weights (autocast)
-            weights = "float32" if device == "cpu" else dtype
-            model = model.to(device=torch.device(device), dtype=getattr(torch, weights))
-        return _TorchEncoder(model, device, dtype)
-
     def _onnx_encoder(self, workdir: Path | None) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
         from serkit.features import onnx_backend
 
@@ -498,7 +339,7 @@ class SSLExtractor(EncoderExtractor):
             self.config.model, self.resolved_revision(), self._uses_mask(), str(self._model_config.model_type)
         )
         path = onnx_backend.export_encoder(
-            self._load_torch_model, identity, self._workdir(workdir), encoder_hidden_states
+            functools.partial(load_torch_model, self.config), identity, self._workdir(workdir), encoder_hidden_states
         )
         if self.config.quantize == "int8":
             path = onnx_backend.quantize_onnx_int8(path)
@@ -532,7 +373,7 @@ class SSLExtractor(EncoderExtractor):
         """
         return (
             self._uses_mask()
-            and _conv_norm(self._model_config) == "layer"
+            and conv_norm(self._model_config) == "layer"
             and getattr(self._model_config, "model_type", "") in _PADDING_SAFE_TYPES
         )
 
@@ -564,13 +405,6 @@ class SSLExtractor(EncoderExtractor):
         hidden = self._encoder(inputs["input_values"], mask)
         lengths = [self.num_frames(len(c)) for c in clips]
         return [np.ascontiguousarray(hidden[:, b, :n]) for b, n in enumerate(lengths)]
-
-
-def _auto(name: str) -> Callable[..., Any]:
-    """``transformers.<name>.from_pretrained``, imported on use."""
-    import transformers
-
-    return getattr(transformers, name).from_pretrained
 
 
 # --------------------------------------------------------------------------- measurement
