@@ -177,12 +177,12 @@ def test_a_bad_model_parameter_fails_before_any_work(tmp_path: Path, model: str,
 
 
 def test_a_neural_final_model_stops_on_validation_speakers_drawn_like_the_folds(recipe: Path, monkeypatch):
-    """The final model's early-stopping rows are splits.draw_validation's, as every fold's are."""
+    """The final model's early-stopping rows are validation.draw_validation's, as every fold's are."""
     from serkit.experiment import runner as experiment
-    from serkit.evaluation import splits
+    from serkit.evaluation import validation
 
     draws, fits = [], []
-    real_draw, real_fit = splits.draw_validation, experiment._fit
+    real_draw, real_fit = validation.draw_validation, experiment._fit
 
     def draw(labels, speakers, fraction, seed):
         mask = real_draw(labels, speakers, fraction, seed)
@@ -193,7 +193,7 @@ def test_a_neural_final_model_stops_on_validation_speakers_drawn_like_the_folds(
         fits.append((len(X), None if X_val is None else len(X_val)))
         return real_fit(model, X, y, groups, X_val, y_val)
 
-    monkeypatch.setattr(splits, "draw_validation", draw)
+    monkeypatch.setattr(validation, "draw_validation", draw)
     monkeypatch.setattr(experiment, "_fit", fit)
     overrides = ["model.name=pooled", 'model.params={ input_kind = "stats", max_epochs = 2, batch_size = 16 }',
                  "run.report=false", "protocol.val_fraction=0.25"]

@@ -1,4 +1,4 @@
-"""Protocols, validation sets, speaker overlap and the leakage guard of `serkit.evaluation.splits`."""
+"""Protocols, validation sets, speaker overlap and the leakage guard of `serkit.evaluation` (splits and its helper modules)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from serkit.evaluation import splits  # noqa: E402
-from serkit.evaluation.splits import (  # noqa: E402
-    PROTOCOLS,
-    SHARED_4,
-    check_folds,
-    is_speaker_independent,
-    make_folds,
-    map_labels,
-    read_folds,
-    speaker_overlap,
-    write_folds,
-)
+from serkit.evaluation import fold_table, validation  # noqa: E402
+from serkit.evaluation.fold_table import read_folds, write_folds  # noqa: E402
+from serkit.evaluation.label_map import SHARED_4, map_labels  # noqa: E402
+from serkit.evaluation.leakage import check_folds, speaker_overlap  # noqa: E402
+from serkit.evaluation.splits import PROTOCOLS, is_speaker_independent, make_folds  # noqa: E402
 
 #: Utterances per class and speaker: imbalanced like ShEMO (two big classes, two small).
 PER_CLASS = {"angry": 6, "neutral": 5, "sad": 2, "happy": 2}
@@ -290,7 +283,7 @@ def _rows(manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(("fraction", "n_val_speakers"), [(0.2, 2), (0.3, 3), (0.5, 5)])
 def test_draw_validation_takes_whole_speakers_near_the_fraction(fraction: float, n_val_speakers: int) -> None:
     labels, speakers = _rows(toy_manifest(10))  # 10 alike speakers: the fraction is exact in whole speakers
-    mask = splits.draw_validation(labels, speakers, fraction, seed=3)
+    mask = validation.draw_validation(labels, speakers, fraction, seed=3)
     assert set(speakers[mask]).isdisjoint(speakers[~mask])
     assert len(set(speakers[mask])) == n_val_speakers  # not 1 / round(1 / fraction) of them
     assert mask.mean() == pytest.approx(fraction)
@@ -299,24 +292,24 @@ def test_draw_validation_takes_whole_speakers_near_the_fraction(fraction: float,
 
 def test_draw_validation_is_deterministic_given_seed() -> None:
     labels, speakers = _rows(toy_manifest(12))
-    first = splits.draw_validation(labels, speakers, 0.25, seed=[5, 0])
-    np.testing.assert_array_equal(first, splits.draw_validation(labels, speakers, 0.25, seed=[5, 0]))
-    others = [splits.draw_validation(labels, speakers, 0.25, seed=[5, fold]) for fold in (1, 2, 3)]
+    first = validation.draw_validation(labels, speakers, 0.25, seed=[5, 0])
+    np.testing.assert_array_equal(first, validation.draw_validation(labels, speakers, 0.25, seed=[5, 0]))
+    others = [validation.draw_validation(labels, speakers, 0.25, seed=[5, fold]) for fold in (1, 2, 3)]
     assert any((other != first).any() for other in others)
 
 
 def test_draw_validation_with_one_speaker_draws_rows_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     labels, speakers = _rows(toy_manifest(1, per_class={"angry": 10, "sad": 10}))
-    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
-        mask = splits.draw_validation(labels, speakers, 0.2, seed=0)
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.validation"):
+        mask = validation.draw_validation(labels, speakers, 0.2, seed=0)
     assert "single training speaker" in caplog.text and "speaker-dependent" in caplog.text
     assert sorted(np.unique(labels[mask], return_counts=True)[1]) == [2, 2]  # stratified: 20 % of each class
 
 
 def test_draw_validation_without_speakers_is_stratified(caplog: pytest.LogCaptureFixture) -> None:
     labels = np.repeat(["a", "b", "c"], [30, 20, 1])
-    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
-        mask = splits.draw_validation(labels, None, 0.2, seed=0)
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.validation"):
+        mask = validation.draw_validation(labels, None, 0.2, seed=0)
     assert not caplog.text  # a row-wise draw asked for is no fallback
     counts = dict(zip(*np.unique(labels[mask], return_counts=True)))
     assert counts["a"] == 6 and counts["b"] == 4 and "c" not in counts  # a single row stays in training
@@ -324,11 +317,11 @@ def test_draw_validation_without_speakers_is_stratified(caplog: pytest.LogCaptur
 
 def test_draw_validation_refuses_bad_input() -> None:
     labels, speakers = _rows(toy_manifest(4))
-    assert not splits.draw_validation(labels, speakers, 0.0, seed=0).any()
+    assert not validation.draw_validation(labels, speakers, 0.0, seed=0).any()
     with pytest.raises(ValueError, match="val_fraction"):
-        splits.draw_validation(labels, speakers, 1.0, seed=0)
+        validation.draw_validation(labels, speakers, 1.0, seed=0)
     with pytest.raises(ValueError, match="speakers has 3 entries"):
-        splits.draw_validation(labels, speakers[:3], 0.2, seed=0)
+        validation.draw_validation(labels, speakers[:3], 0.2, seed=0)
 
 
 def test_make_folds_with_one_training_speaker_draws_its_rows() -> None:
@@ -341,14 +334,14 @@ def test_make_folds_with_one_training_speaker_draws_its_rows() -> None:
 
 
 def test_the_estimators_own_validation_is_drawn_in_splits_by_speaker() -> None:
-    """Fitted without validation rows, a neural classifier validates on whole speakers drawn in splits.py."""
+    """Fitted without validation rows, a neural classifier validates on whole speakers drawn in validation.py."""
     pytest.importorskip("torch")
     from serkit.models.data import validation_split
 
     labels, speakers = _rows(toy_manifest(9))
     codes = np.unique(labels, return_inverse=True)[1]
     train, val = validation_split(codes, speakers, 0.3, seed=8)
-    mask = splits.kfold_validation(codes, speakers, 0.3, seed=8)
+    mask = validation.kfold_validation(codes, speakers, 0.3, seed=8)
     np.testing.assert_array_equal(val, np.flatnonzero(mask))
     np.testing.assert_array_equal(train, np.flatnonzero(~mask))
     assert set(speakers[val]).isdisjoint(speakers[train]) and len(set(speakers[val])) == 3  # round(1 / 0.3) folds
@@ -389,7 +382,7 @@ def test_predefined_emobox_jsonl(manifest: pd.DataFrame, tmp_path: Path, caplog:
     write_emobox(tmp_path, "toy", 1, "train", ids[:100] + ["ghost-1", "ghost-2"])
     write_emobox(tmp_path, "toy", 1, "test", ids[100:150])
     (tmp_path / "label_map.json").write_text("{}", encoding="utf-8")  # ignored: not a fold file
-    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.predefined"):
         folds = make_folds(manifest, "predefined", fold_files=tmp_path, val_fraction=0)
     assert folds["fold"].unique().tolist() == [0]  # EmoBox fold_1 -> fold 0
     assert ids_of(folds, 0, "train") == set(ids[:100])
@@ -419,7 +412,7 @@ def test_predefined_leaking_files_are_refused(manifest: pd.DataFrame, tmp_path: 
 def test_predefined_emobox_shemo_split(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
     manifest = shemo_manifest(shared_data)
     folder = shared_data / "shemo-meta" / "emobox_fold_1"
-    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.predefined"):
         folds = make_folds(manifest, "predefined", fold_files=folder, val_fraction=0)
     counts = folds["split"].value_counts()
     assert counts["train"] == 2131 and counts["test"] == 707
@@ -449,7 +442,7 @@ def two_corpora() -> pd.DataFrame:
 
 def test_map_labels_shared_4(caplog: pytest.LogCaptureFixture) -> None:
     manifest = two_corpora()
-    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.splits"):
+    with caplog.at_level(logging.WARNING, logger="serkit.evaluation.label_map"):
         mapped = map_labels(manifest, SHARED_4)
     assert set(mapped["label"]) == {"angry", "happy", "neutral", "sad"}
     assert len(mapped) == len(manifest) - 6 * 2 - 5 * 2
@@ -558,6 +551,6 @@ def test_read_folds_errors(tmp_path: Path) -> None:
 
 
 def test_speaker_keys_tell_corpora_apart() -> None:
-    keys = splits.speaker_keys(two_corpora())
+    keys = fold_table.speaker_keys(two_corpora())
     assert {"emovo/S00", "emodb/S00"} <= set(keys)
-    assert set(splits.speaker_keys(toy_manifest(2))) == {"S00", "S01"}
+    assert set(fold_table.speaker_keys(toy_manifest(2))) == {"S00", "S01"}

@@ -14,7 +14,9 @@ from sklearn.metrics import balanced_accuracy_score
 
 from serkit.experiment.runner import RecipeError, run_recipe
 from tests.test_experiment import RECIPE as SMALL_RECIPE
-from serkit.evaluation.splits import check_folds, make_folds, set_aside_enrollment, speaker_overlap
+from serkit.evaluation.leakage import check_folds, speaker_overlap
+from serkit.evaluation.splits import make_folds
+from serkit.evaluation.validation import set_aside_enrollment
 from serkit.models.transforms import SpeakerNorm, build_transform
 
 # --------------------------------------------------------------------------- synthetic speakers

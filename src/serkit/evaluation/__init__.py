@@ -1,1 +1,1 @@
-"""Evaluation: speaker-disjoint splits and protocols (`splits`), WA/UA/macro-F1 with intervals (`metrics`), and the run report (`report`)."""
+"""Evaluation: protocols and their folds (`splits`; builders in `protocols` and `predefined`, the folds table in `fold_table`, validation and enrolment draws in `validation`, the leakage guard in `leakage`, shared label sets in `label_map`), WA/UA/macro-F1 with intervals (`metrics`), and the run report (`report`)."""

@@ -237,7 +237,7 @@ def _check_against_folds(predictions: pd.DataFrame, folds: pd.DataFrame) -> None
 
 
 def _speaker_of(predictions: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
-    from serkit.evaluation.splits import speaker_keys
+    from serkit.evaluation.fold_table import speaker_keys
 
     lookup = pd.Series(speaker_keys(manifest).to_numpy(), index=manifest["utt_id"].astype(str))
     speakers = predictions["utt_id"].map(lookup)
@@ -291,7 +291,7 @@ def evaluate_run(
         ValueError: Malformed predictions, unknown utterances, or predictions of utterances
             that are not in their fold's test set.
     """
-    from serkit.evaluation.splits import speaker_overlap
+    from serkit.evaluation.leakage import speaker_overlap
 
     frame = _check_predictions(predictions, labels)
     _check_against_folds(frame, folds)

@@ -295,8 +295,8 @@ def _fold_rows(folds: pd.DataFrame, fold: int, split: str) -> list[str]:
 
 
 def speaker_lookup(manifest: pd.DataFrame) -> dict[str, str]:
-    """utt_id -> speaker identity (corpus-prefixed when corpora mix; `serkit.evaluation.splits.speaker_keys`)."""
-    from serkit.evaluation.splits import speaker_keys
+    """utt_id -> speaker identity (corpus-prefixed when corpora mix; `serkit.evaluation.fold_table.speaker_keys`)."""
+    from serkit.evaluation.fold_table import speaker_keys
 
     return dict(zip(manifest["utt_id"].astype(str), speaker_keys(manifest)))
 
@@ -358,7 +358,10 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
     from serkit.features.extract import extract_manifest
     from serkit.evaluation.metrics import evaluate_run
     from serkit.data.schema import write_manifest
-    from serkit.evaluation.splits import make_folds, set_aside_enrollment, speaker_overlap, write_folds
+    from serkit.evaluation.fold_table import write_folds
+    from serkit.evaluation.leakage import speaker_overlap
+    from serkit.evaluation.splits import make_folds
+    from serkit.evaluation.validation import set_aside_enrollment
 
     config = _typed(config)  # every setting is checked before any work
     norm = config.build_transform()
@@ -449,7 +452,8 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
 def _final_model(config: RunConfig, table: FeatureTable, manifest, extractor, run_dir: Path, metrics: dict) -> Path:
     """Train on every utterance (validation speakers for early stopping) and save it."""
     from serkit.models.io import save_model
-    from serkit.evaluation.splits import draw_validation, speaker_keys
+    from serkit.evaluation.fold_table import speaker_keys
+    from serkit.evaluation.validation import draw_validation
 
     model_dir = run_dir / "model"
     if (model_dir / "model.json").exists():

@@ -2,7 +2,7 @@
 
 `Standardize` (input statistics fitted on the training rows) and `SpecAugment` (training-time
 masking, the identity in eval mode) are layers of the saved networks, so prediction imports
-this module; the speaker-drawn validation split (`serkit.evaluation.splits.draw_validation`), class weights and the (optionally
+this module; the speaker-drawn validation split (`serkit.evaluation.validation.draw_validation`), class weights and the (optionally
 class-balanced) training loader are called by `TorchClassifier.fit`. Torch only, no Lightning.
 `serkit.models.training` re-exports every public name here.
 """
@@ -48,7 +48,7 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation row indices, the validation rows drawn by speaker.
 
-    The draw is `serkit.evaluation.splits.kfold_validation` (one speaker-grouped stratified fold; see its
+    The draw is `serkit.evaluation.validation.kfold_validation` (one speaker-grouped stratified fold; see its
     docstring for why it is not yet `draw_validation`, the draw of an experiment's ``val``
     rows). Without groups the split is stratified by label and a warning is logged: early
     stopping on it is speaker-dependent, hence optimistic.
@@ -65,7 +65,7 @@ def validation_split(
     Raises:
         ValueError: `val_fraction` outside [0, 1), or groups of the wrong length.
     """
-    from serkit.evaluation.splits import kfold_validation  # pandas only when training draws its own split
+    from serkit.evaluation.validation import kfold_validation  # pandas only when training draws its own split
 
     if groups is None and val_fraction > 0:
         logger.warning(

@@ -12,7 +12,7 @@ paper's class setups (ShEMO's 5 classes), and, for corpora serkit downloads, ``A
 sizes, SHA-256), ``ARCHIVE_FOLDERS`` (what they unpack to) and ``download_hint`` (how to fetch
 them by hand), which `serkit.data.download` reads. ``SHARED_4`` maps a corpus's native labels to the
 four emotions every corpus here has (angry, happy, neutral, sad): serkit's own choice, by
-meaning, for cross-corpus runs; `serkit.evaluation.splits.SHARED_4` gathers these tables.
+meaning, for cross-corpus runs; `serkit.evaluation.label_map.SHARED_4` gathers these tables.
 """
 
 from __future__ import annotations
