@@ -69,6 +69,7 @@ def display_name(path: str | os.PathLike | bytes) -> str:
 
 
 def source_name(source: Source, name: str | None) -> str:
+    """The name errors use: `name` when given, else the path (`display_name`) or the stream's own name."""
     if name:
         return name
     if isinstance(source, (str, os.PathLike)):
@@ -190,6 +191,7 @@ def ffmpeg_blocks(
 
 
 def info_of(handle) -> AudioInfo:
+    """`AudioInfo` of an open soundfile handle, from its header."""
     return AudioInfo(
         sampling_rate=int(handle.samplerate),
         channels=int(handle.channels),
@@ -200,6 +202,7 @@ def info_of(handle) -> AudioInfo:
 
 
 def decoded_info(decoded) -> AudioInfo:
+    """`AudioInfo` of a stream PyAV decoded (`serkit.data.audio_av.decode`): its real length."""
     return AudioInfo(decoded.sampling_rate, decoded.channels, decoded.frames, decoded.format, decoded.codec)
 
 

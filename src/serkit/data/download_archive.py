@@ -154,6 +154,7 @@ def _marker(dest: Path, archive: Path) -> Path:
 
 
 def scratch_folder(dest: Path, archive: Path) -> Path:
+    """The temporary folder `unpack` extracts `archive` into (removed when done or on the next run)."""
     # Inside dest so the final moves are renames on one file system.
     return dest / f".unpacking-{archive.name}"
 
