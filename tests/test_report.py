@@ -17,14 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serkit.evaluation.report import (
-    PLOT_FILES,
-    compare_runs,
-    format_comparison,
-    normalize_confusion,
-    overlap_summary,
-    write_report,
-)
+from serkit.evaluation.compare import compare_runs, format_comparison
+from serkit.evaluation.report import write_report
+from serkit.evaluation.report_plots import PLOT_FILES, normalize_confusion
+from serkit.evaluation.run_facts import overlap_summary
 
 LABELS = ("angry", "happy", "neutral", "sad")
 SPEAKERS = {"spk01": "female", "spk02": "male", "spk03": "female", "spk04": "male"}

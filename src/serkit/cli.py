@@ -188,7 +188,7 @@ def _init_distributed(world: int, local_rank: int):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from serkit.experiment.runner import run_recipe
-    from serkit.evaluation.report import compare_runs, format_comparison
+    from serkit.evaluation.compare import compare_runs, format_comparison
 
     results = run_recipe(args.recipe, args.set, args.variant, progress=not args.no_progress and sys.stderr.isatty())
     print()
@@ -213,7 +213,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from serkit.evaluation.report import compare_runs, format_comparison
+    from serkit.evaluation.compare import compare_runs, format_comparison
 
     print(format_comparison(compare_runs(args.run), fmt=args.format))
     return 0
