@@ -50,7 +50,7 @@ def test_extract_with_a_recipe_fills_the_cache_its_runs_read(path: Path):
     """
     import argparse
 
-    from serkit.cli import _extractors_for
+    from serkit.commands.extract import _extractors_for
 
     run_fingerprints = []
     for config in resolve_variants(load_recipe(path)):
