@@ -2,7 +2,7 @@
 
 `run` runs every variant of a recipe through `serkit.experiment.runner` and prints the comparison
 table of its runs; `report` rewrites a run's report from its files and `compare` tabulates runs
-side by side (`serkit.evaluation.report`).
+side by side (`serkit.evaluation.report`, `serkit.evaluation.compare`).
 """
 
 from __future__ import annotations
