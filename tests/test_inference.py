@@ -1,4 +1,4 @@
-"""Prediction (serkit.inference.predictor), ONNX export (serkit.inference.export) and `serkit predict` / `serkit export`.
+"""Prediction (serkit.inference.predictor and its modules), ONNX export (serkit.inference.export) and `serkit predict` / `serkit export`.
 
 Models are trained once per session, without the experiment runner, on a small synthetic
 corpus: an SVM on openSMILE functionals, a CNN and an attention-pooled head on MFCC frames, an
@@ -21,7 +21,10 @@ from serkit.data.audio import AudioError, AudioSpec, load, read
 from serkit.cli import main
 from serkit.inference.export import CLASSIFIER_FILE, EXPORT_DIR, RECORD_FILE, OnnxClassifier, export_onnx, read_export_record
 from serkit.features import build_extractor
-from serkit.inference.predictor import Prediction, Predictor, format_predictions, segment_bounds
+from serkit.inference.formatting import format_predictions
+from serkit.inference.predictor import Predictor
+from serkit.inference.results import Prediction
+from serkit.inference.windows import segment_bounds
 from serkit.models import build_model
 from serkit.models.io import ModelFormatError, load_model, save_model
 

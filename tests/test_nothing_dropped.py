@@ -339,7 +339,8 @@ def test_long_file_memory_does_not_grow_with_its_length(model, tmp_path):
     """Streamed, 10 minutes need no more memory than 5; in memory, 10 minutes take about 3x more."""
     import tracemalloc
 
-    from serkit.inference.predictor import Predictor, segment_bounds
+    from serkit.inference.predictor import Predictor
+    from serkit.inference.windows import segment_bounds
 
     predictor = Predictor.load(model)
     peaks = {}

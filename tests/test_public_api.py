@@ -18,8 +18,10 @@ def test_all_is_pinned_and_every_name_resolves() -> None:
     assert set(serkit.__all__) == PUBLIC
     from serkit.experiment.runner import run_recipe
     from serkit.inference.predictor import Predictor
+    from serkit.inference.results import Prediction
 
     assert serkit.Predictor is Predictor and serkit.run_recipe is run_recipe
+    assert serkit.Prediction is Prediction and serkit.inference.Prediction is Prediction
     for name in PUBLIC:
         assert getattr(serkit, name) is not None
     assert "Predictor" in dir(serkit)

@@ -238,7 +238,7 @@ def test_the_saved_model_normalises_in_prediction_as_in_the_experiment(norm_runs
         norm.transform(features, ["x"] * len(mine), {"x": stats})), atol=1e-6)
 
     # no speaker: global statistics, one log line however many calls, and a finding in each result
-    with caplog.at_level(logging.WARNING, logger="serkit.inference.predictor"):
+    with caplog.at_level(logging.WARNING, logger="serkit.inference.speakers"):
         predictor.predict_files(mine[:2])
         unnamed = predictor.predict_files(mine[:2])
     assert caplog.text.count("no speaker given") == 1

@@ -34,7 +34,7 @@ _LAZY = {
     "ManifestError": "serkit.data.schema",  # pandas: imported when first used
     "read_manifest": "serkit.data.schema",
     "Predictor": "serkit.inference.predictor",
-    "Prediction": "serkit.inference.predictor",
+    "Prediction": "serkit.inference.results",
     "run_recipe": "serkit.experiment.runner",
     "load_recipe": "serkit.experiment.runner",
     "RunResult": "serkit.experiment.runner",

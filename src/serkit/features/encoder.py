@@ -14,7 +14,7 @@ It also keeps one fingerprint discipline: the identity adds the resolved model r
 commit of a cached Hub snapshot, or a digest of the model folder's config and weight files), so
 replacing the weights changes the cache folder. A family whose encoder can be exported to ONNX
 says so with ``exports_onnx_encoder`` and implements `export_onnx_encoder`; `serkit.inference.export` and
-`serkit.inference.predictor` ask the extractor instead of knowing the families.
+`serkit.inference.loading` ask the extractor instead of knowing the families.
 """
 
 from __future__ import annotations

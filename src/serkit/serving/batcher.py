@@ -37,7 +37,7 @@ from serkit.serving.pool import FeaturePool, batches_features, usable_cores
 if TYPE_CHECKING:
     import numpy as np
 
-    from serkit.inference.predictor import Prediction
+    from serkit.inference.results import Prediction
 
 __all__ = ["Batcher", "Job", "Rejected"]
 
