@@ -1,1 +1,1 @@
-"""Data in: decoding audio (`audio`, `audio_av`), its quality (`quality`), manifests (`schema`), corpus adapters (`datasets`), downloads (`download`) and synthetic corpora (`synth`)."""
+"""Data in: decoding audio (`audio` and its `audio_*` backends), quality findings (`quality`), manifests (`schema`), corpus adapters (`datasets`), downloads (`download*`) and the synthetic corpus (`synth*`)."""
