@@ -1,5 +1,9 @@
 """The classifier contract: scikit-learn's estimator API plus a safe persistence hook.
 
+The API (``get_params`` / ``set_params`` / `sklearn.base.clone` / tags) comes from
+`serkit.models.params.EstimatorParams`, which imports scikit-learn only when a scikit-learn
+method needs it: a CNN loads and predicts without scikit-learn (issue #14).
+
 Subclasses:
 - store hyper-parameters only in ``__init__`` (scikit-learn rule: ``get_params`` must see
   them all, unchanged, and they must be JSON-able: they go into ``model.json``);
@@ -27,7 +31,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+
+from serkit.models.params import EstimatorParams
 
 __all__ = ["MODELS", "ONNX_INPUT", "ONNX_OUTPUT", "Classifier", "OnnxGraph", "build_model", "model_class"]
 
@@ -62,7 +67,7 @@ class OnnxGraph:
     input_dtype: str
 
 
-class Classifier(ClassifierMixin, BaseEstimator):
+class Classifier(EstimatorParams):
     """Base of every serkit classifier (see the module docstring for the contract)."""
 
     name: ClassVar[str] = ""
