@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from serkit.data.audio import AudioSpec
@@ -298,7 +299,12 @@ def test_tampered_estimator_is_refused(fitted: tuple[SVMClassifier, np.ndarray],
         load_model(folder)
     assert str(folder) in str(error.value) and not _RAN
 
-    sio.dump(LogisticRegression(), target)  # trusted by skops, but not what this model is
+    # skops trusts scikit-learn's estimators by default; as serkit imports it, only ALLOWED_TYPES pass
+    sio.dump(LogisticRegression(), target)
+    with pytest.raises(ModelFormatError, match=r"untrusted type\(s\) \['sklearn.linear_model._logistic.LogisticRegression'\]"):
+        load_model(folder)
+
+    sio.dump(Pipeline([("scale", StandardScaler()), ("svm", SVC())]), target)  # allowed types, not this model
     with pytest.raises(ModelFormatError, match="not a serkit SVM pipeline"):
         load_model(folder)
 

@@ -14,22 +14,20 @@ against that class, and leaves the weight formats to loaders that do not unpickl
 
 from __future__ import annotations
 
-import importlib.abc
 import json
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from serkit.atomic import make_temp_dir
 from serkit.data.audio import AudioSpec
 from serkit.models.base import Classifier, model_class
+from serkit.models.skops_io import import_skops_io  # re-exported: its former home
 
 __all__ = [
     "FORMAT_VERSION", "ModelFormatError", "SavedModel", "import_skops_io", "library_versions", "load_model",
@@ -43,46 +41,6 @@ _MODEL_JSON = "model.json"
 
 class ModelFormatError(ValueError):
     """A model folder that cannot be loaded; the message names the folder and the reason."""
-
-
-#: Library -> the scikit-learn package that imports it only to adapt its arrays (the array API),
-#: which no saved serkit model uses.
-_ARRAY_API_ADAPTERS = {"torch": "sklearn.externals.array_api_compat.torch"}
-
-
-class _Refuse(importlib.abc.MetaPathFinder):
-    """A finder that makes importing the named modules fail (ModuleNotFoundError)."""
-
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name in self.names:
-            raise ModuleNotFoundError(f"{name} is not imported while skops.io starts", name=name)
-        return None
-
-
-def import_skops_io() -> ModuleType:
-    """``skops.io``, imported without importing torch.
-
-    skops.io lists scikit-learn's estimators when it is imported (``all_estimators``), which
-    walks every sklearn package with `pkgutil.walk_packages`; the walk imports each package it
-    descends into, ``sklearn.externals.array_api_compat.torch`` too, and that imports torch:
-    seconds of a cold `serkit predict` with an SVM that never uses it. The listing itself
-    ignores ``sklearn.externals`` and the walk passes over a package that fails to import, so
-    the adapter is refused while skops.io is imported: skops trusts the same types. Once
-    skops.io is in, the adapter imports as usual; when torch is already imported it is not
-    refused at all.
-    """
-    if "skops.io" in sys.modules:
-        return sys.modules["skops.io"]
-    refused = _Refuse({adapter for library, adapter in _ARRAY_API_ADAPTERS.items() if library not in sys.modules})
-    sys.meta_path.insert(0, refused)
-    try:
-        import skops.io
-    finally:
-        sys.meta_path.remove(refused)
-    return skops.io
 
 
 @dataclass

@@ -33,7 +33,7 @@ flip it. ``"sigmoid"`` is Platt scaling per class (one-vs-rest, renormalised).
 Persistence. The fitted pipeline is written with skops (``estimator.skops``); loading first
 lists the types the file would build that skops does not trust by itself, refuses any that
 are not in `ALLOWED_TYPES`, and checks the loaded object's structure. No pickle, and no code
-named by the file ever runs.
+named by the file ever runs (`serkit.models.svm_io`; the inner folds: `serkit.models.svm_folds`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,170 +48,25 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import get_scorer
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
 from serkit.models.base import Classifier, OnnxGraph
+from serkit.models.svm_folds import Split, calibration_splits, check_training_folds, inner_splits
+from serkit.models.svm_io import ALLOWED_TYPES, ESTIMATOR_FILE, load_estimator
 
 __all__ = ["ALLOWED_TYPES", "ESTIMATOR_FILE", "SVMClassifier", "inner_splits", "load_estimator"]
 
 logger = logging.getLogger(__name__)
-
-#: The skops file written into the model folder.
-ESTIMATOR_FILE = "estimator.skops"
-
-#: Types an ``estimator.skops`` file may hold beyond what skops trusts by itself (skops
-#: trusts builtins, plain numpy arrays and dtypes, and common scikit-learn estimators).
-#: Anything else is refused before loading.
-ALLOWED_TYPES: frozenset[str] = frozenset(
-    {
-        "sklearn.pipeline.Pipeline",
-        "sklearn.preprocessing._data.StandardScaler",
-        "sklearn.svm._classes.SVC",
-        "sklearn.calibration.CalibratedClassifierCV",
-        "sklearn.calibration._CalibratedClassifier",
-        "sklearn.calibration._TemperatureScaling",
-        "sklearn.calibration._SigmoidCalibration",
-        "numpy.ndarray",
-        "numpy.dtype",
-        "numpy.float64",
-        "numpy.int64",
-        "numpy.int32",
-        "numpy.str_",
-    }
-)
 
 #: Feature outputs an SVM can read (one vector, or one vector per layer, per utterance).
 INPUT_KINDS: tuple[str, ...] = ("functionals", "stats", "pooled")
 #: Probability calibrations (see the module docstring).
 CALIBRATIONS: tuple[str, ...] = ("temperature", "sigmoid")
 _GAMMA_WORDS = ("scale", "auto")
-
-Split = tuple[np.ndarray, np.ndarray]
-
-
-# --------------------------------------------------------------------------- inner folds
-
-
-def _stratified_splits(y: np.ndarray, folds: int, seed: int, smallest: int) -> tuple[list[Split], dict[str, Any]]:
-    k = min(folds, smallest)
-    if k < folds:
-        logger.warning(
-            "svm: only %d sample(s) in the smallest class; inner CV uses %d folds, not %d", smallest, k, folds
-        )
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(y)), y))
-    return splits, {"splitter": "StratifiedKFold", "n_splits": k, "grouped": False}
-
-
-def inner_splits(
-    y: np.ndarray, groups: Sequence[Any] | None, folds: int, seed: int
-) -> tuple[list[Split], dict[str, Any]]:
-    """Inner cross-validation folds over the training rows, by speaker when possible.
-
-    Args:
-        y: Labels of the training rows.
-        groups: Speaker of each row, or None.
-        folds: Requested number of folds.
-        seed: Shuffling seed (the folds are deterministic for a given seed).
-
-    Returns:
-        ``[(train_idx, val_idx), ...]`` (validation parts partition the rows) and a JSON-able
-        description: ``splitter``, ``n_splits``, ``grouped`` (and ``n_groups``).
-
-    Raises:
-        ValueError: A class with a single sample, so that no fold can both train and validate it.
-    """
-    y = np.asarray(y)
-    _, counts = np.unique(y, return_counts=True)
-    smallest = int(counts.min())
-    if smallest < 2:
-        raise ValueError("svm: every class needs at least 2 training samples for the inner cross-validation")
-    if groups is None:
-        logger.warning("svm: no speaker groups given; C/gamma are selected on speaker-DEPENDENT inner folds")
-        return _stratified_splits(y, folds, seed, smallest)
-    groups = np.asarray(groups)
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        logger.warning("svm: a single speaker in the training part; inner folds are stratified, not by speaker")
-        return _stratified_splits(y, folds, seed, smallest)
-    # More folds than the smallest class makes StratifiedGroupKFold warn and leave folds without it.
-    k = min(folds, n_groups, smallest)
-    if k < folds:
-        logger.warning(
-            "svm: %d speaker(s), smallest class %d sample(s); inner CV uses %d speaker-grouped folds, not %d",
-            n_groups, smallest, k, folds,
-        )
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    splits = [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y, groups) if len(tr) and len(va)]
-    return splits, {"splitter": "StratifiedGroupKFold", "n_splits": len(splits), "grouped": True, "n_groups": n_groups}
-
-
-def _check_training_folds(splits: list[Split], y: np.ndarray) -> None:
-    """An SVC cannot train on a single class: say so before the grid search fails obscurely."""
-    for number, (train, _) in enumerate(splits):
-        if len(np.unique(y[train])) < 2:
-            raise ValueError(
-                f"svm: inner training fold {number} holds a single class; use more speakers or fewer inner_folds"
-            )
-
-
-def _calibration_splits(splits: list[Split], y: np.ndarray, seed: int) -> list[Split]:
-    """The inner folds, if each training part sees every class (out-of-fold decision values need it)."""
-    n_classes = len(np.unique(y))
-    if all(len(np.unique(y[train])) == n_classes for train, _ in splits):
-        return splits
-    logger.warning("svm: a speaker-grouped inner training fold lacks a class; calibrating on stratified folds")
-    _, counts = np.unique(y, return_counts=True)
-    return _stratified_splits(y, len(splits), seed, int(counts.min()))[0]
-
-
-# --------------------------------------------------------------------------- persistence
-
-
-def _check_structure(estimator: Any, path: Path) -> Pipeline:
-    steps = getattr(estimator, "steps", None) if type(estimator) is Pipeline else None
-    ok = (
-        isinstance(steps, list)
-        and [name for name, _ in steps] == ["scale", "svm"]
-        and type(steps[0][1]) is StandardScaler
-        and type(steps[1][1]) is CalibratedClassifierCV
-        and type(steps[1][1].estimator) is SVC
-    )
-    if not ok:
-        raise ValueError(
-            f"{path}: not a serkit SVM pipeline (StandardScaler -> calibrated SVC); got {type(estimator).__name__}"
-        )
-    return estimator
-
-
-def load_estimator(path: str | Path) -> Pipeline:
-    """Load a pipeline written by `SVMClassifier.save_state` without running code from the file.
-
-    Raises:
-        ValueError: Unreadable file, a type outside `ALLOWED_TYPES`, or the wrong structure.
-        OSError: The file cannot be opened.
-    """
-    from serkit.models.io import import_skops_io
-
-    sio = import_skops_io()
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing")
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-        refused = sorted(set(untrusted) - ALLOWED_TYPES)
-        if refused:
-            raise ValueError(f"{path}: refusing to load untrusted type(s) {refused}; allowed: {sorted(ALLOWED_TYPES)}")
-        estimator = sio.load(path, trusted=list(untrusted))
-    except (zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
-        raise ValueError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from None
-    return _check_structure(estimator, path)
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -436,7 +290,7 @@ class SVMClassifier(Classifier):
             raise ValueError(f"svm: {len(X)} rows, {len(y)} labels, {None if groups is None else len(groups)} groups")
         layers = self._candidate_layers(X)
         splits, self.inner_cv_ = inner_splits(y, groups, int(self.inner_folds), int(self.seed))
-        _check_training_folds(splits, y)
+        check_training_folds(splits, y)
         rows = [row for layer in layers for row in self._search(X, y, splits, layer)]
         best = max(rows, key=lambda row: row["mean_score"])  # max keeps the first of ties
         self.cv_results_ = rows
@@ -447,7 +301,7 @@ class SVMClassifier(Classifier):
             "svm: chose %s (inner %s %.3f, %s)", self.best_params_, self.scoring, self.best_score_, self.inner_cv_
         )
         chosen = _select(X, self.layer_)
-        self.pipeline_ = self._final_pipeline(best["C"], best["gamma"], _calibration_splits(splits, y, int(self.seed)))
+        self.pipeline_ = self._final_pipeline(best["C"], best["gamma"], calibration_splits(splits, y, int(self.seed)))
         self.pipeline_.fit(chosen, y)
         self._set_shape(X)
         self.classes_ = np.asarray(self.pipeline_.classes_)
@@ -475,7 +329,7 @@ class SVMClassifier(Classifier):
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         """Write the pipeline to ``folder/estimator.skops``; return the selection as JSON-able data."""
-        from serkit.models.io import import_skops_io
+        from serkit.models.skops_io import import_skops_io
 
         sio = import_skops_io()
 
