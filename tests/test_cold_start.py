@@ -194,3 +194,24 @@ def test_the_console_script_writes_every_result_and_its_exit_status(egemaps_svm:
     done = subprocess.run([*command[:-1], "--format", "csv", "-o", str(out)], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert out.read_text().count("\n") == 2 and done.stdout == ""
+
+
+#: Run in the child: `serkit predict` through the CLI's main (as the console script, but returning).
+CLI_CHILD = """
+import json, sys
+from serkit import cli
+code = cli.main(["predict", sys.argv[1], sys.argv[2], "--format", "json"])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_cli_predicts_with_a_whisper_cnn_without_pandas(whisper_models: dict[str, Path], tmp_path: Path) -> None:
+    """The command line adds nothing heavy of its own (its corpus list and error handling once imported pandas)."""
+    clip = _clip(tmp_path / "clip.wav", 1.5, 220.0)
+    done = subprocess.run([sys.executable, "-c", CLI_CHILD, str(whisper_models["cnn"]), str(clip)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    _assert_not_imported(report["modules"], (*TRAINING, *SKLEARN_BASE, "transformers", "skops"),
+                         "serkit predict with a Whisper CNN imported what it does not use")

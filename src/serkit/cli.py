@@ -175,11 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; its exit status, with user-facing failures printed as one line."""
     from serkit.data.audio import AudioError
-    from serkit.data.schema import ManifestError
 
     try:
         return int(args.func(args) or 0)
-    except (CommandError, AudioError, ManifestError, FileNotFoundError, ValueError, OSError) as exc:
+    # ManifestError is a ValueError: naming it would import serkit.data.schema, hence pandas, on every command
+    except (CommandError, AudioError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"serkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,12 +27,13 @@ def _audio_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, str
         ``{"path", "reason"}``.
     """
     from serkit.data.audio import display_name
-    from serkit.data.datasets._common import scan_audio
 
     files: list[Path] = []
     left_out: list[dict[str, str]] = []
     for path in paths:
         if path.is_dir():
+            from serkit.data.datasets._common import scan_audio  # imports pandas: only for folders
+
             found, skipped = scan_audio(path)
             if not found and not skipped:
                 raise CommandError(f"{display_name(path)}: no audio files found in this directory")

@@ -21,8 +21,10 @@ import importlib
 import inspect
 import os
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the CLI lists ADAPTERS on every command: pandas only where a manifest is built
+    import pandas as pd
 
 __all__ = ["ADAPTERS", "adapter", "adapter_options", "prepare"]
 
