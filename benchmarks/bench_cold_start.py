@@ -22,7 +22,8 @@ as the ``serkit`` console script runs it, with timers around its phases:
 * ``classify``: the classifier's ``predict_proba``;
 * ``other``: the rest (argument parsing, output).
 
-The table shows medians; ``x floor`` is the median wall over that of ``python -c "import
+The table shows medians; ``cpu`` is the process's user + system seconds (steadier than wall
+seconds on a shared machine); ``x floor`` is the median wall over that of ``python -c "import
 serkit"`` in the same run. One extra run per row under ``python -X importtime`` lists the heavy
 libraries the process imported with their cumulative import seconds (a library absent from the
 list was not imported) and counts the Lightning modules (prediction must import none).
@@ -30,14 +31,22 @@ list was not imported) and counts the Lightning modules (prediction must import 
 The numbers depend on how busy the machine is: compare rows of the same run; run it with
 ``nice`` on a shared machine.
 
-Run: nice .venv/bin/python benchmarks/bench_cold_start.py [--repeat 5] [--keep DIR] [--only NAME ...]
+``--baseline SRC`` adds, before each row, the same command with another serkit source folder
+(e.g. ``git worktree add /tmp/old <commit>`` and ``--baseline /tmp/old/src``), interleaved, so
+a change is measured before and after in one run; the models are trained with this serkit.
+``--onnx`` adds a row per model predicting through its ONNX export (``--backend onnx``: the
+classifier in onnxruntime, no torch or scikit-learn), in a copy of the model folder.
+
+Run: nice .venv/bin/python benchmarks/bench_cold_start.py [--repeat 5] [--keep DIR] [--only NAME ...] [--baseline SRC] [--onnx]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,10 +80,15 @@ def timed(name, fn):
         finally:
             phases[name] += time.perf_counter() - start
     return wrapper
-from serkit import cli, inference
+from serkit import cli
+from serkit.inference import predictor as inference
 phases["import"] = time.perf_counter() - t0
 P = inference.Predictor
-inference._load_classifier = timed("clf", inference._load_classifier)
+timed_clf = None
+for module in [m for n, m in list(sys.modules.items()) if n.startswith("serkit.inference")]:
+    if hasattr(module, "_load_classifier"):  # wherever the predictor's modules keep it
+        timed_clf = timed_clf or timed("clf", module._load_classifier)
+        module._load_classifier = timed_clf
 load = P.load.__func__
 def timed_load(cls, *args, **kwargs):
     predictor = timed("load", load)(cls, *args, **kwargs)
@@ -92,7 +106,7 @@ exit_now = getattr(cli, "_exit_now", None)
 if exit_now is not None:  # the console script ends the process there: write the phases first
     cli._exit_now = lambda code: (dump(), exit_now(code))
 phase_file = sys.argv[3]
-sys.argv = ["serkit", "predict", sys.argv[1], sys.argv[2]]  # as the console script: main() reads sys.argv
+sys.argv = ["serkit", "predict", sys.argv[1], sys.argv[2], *sys.argv[4:]]  # as the console script: main() reads sys.argv
 code = cli.main()
 dump()
 sys.exit(code)
@@ -128,9 +142,12 @@ class Row:
     label: str
     command: list[str]
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # user + system seconds of the process
     phases: list[dict[str, float]] = field(default_factory=list)
     lightning: int = 0
     imported: dict[str, float] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the environment of the process (None: this one's)
+    options: list[str] = field(default_factory=list)  # more `serkit predict` options (after the phase file)
 
     @property
     def phased(self) -> bool:
@@ -139,7 +156,7 @@ class Row:
 
     def argv(self, scratch: Path) -> list[str]:
         """The command line, with the phase file for the prediction child."""
-        return [*self.command, str(scratch / "phases.json")] if self.phased else self.command
+        return [*self.command, str(scratch / "phases.json"), *self.options] if self.phased else self.command
 
 
 def make_corpus(root: Path):
@@ -192,17 +209,34 @@ def train(table, names: list[str], root: Path) -> dict[str, Path]:
     return folders
 
 
+def _exported(root: Path, name: str) -> Path:
+    """A copy of model `name` with its ONNX export (made on first use, kept under --keep)."""
+    import shutil
+
+    from serkit.inference.export import export_onnx
+
+    folder = root / f"{name}-onnx"
+    if not (folder / "onnx" / "export.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(root / name, folder)
+        export_onnx(folder)
+    return folder
+
+
 def run_once(row: Row, scratch: Path) -> None:
     """One cold run of `row`: its wall seconds and, for a prediction, its phases."""
     phase_file = scratch / "phases.json"
     phase_file.unlink(missing_ok=True)
     command = row.argv(scratch)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=row.env)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{row.label} exited {done.returncode}: {done.stderr[-2000:]}")
     row.walls.append(wall)
+    row.cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if phase_file.exists():
         measured = json.loads(phase_file.read_text())
         measured["start"] = wall - measured.pop("total")
@@ -217,7 +251,8 @@ def account_imports(row: Row, scratch: Path) -> None:
     inside another of its own modules), so they include what it imported in turn.
     """
     command = row.argv(scratch)
-    done = subprocess.run([command[0], "-X", "importtime", *command[1:]], capture_output=True, text=True, check=False)
+    done = subprocess.run([command[0], "-X", "importtime", *command[1:]], capture_output=True, text=True, check=False,
+                          env=row.env)
     entries = []
     for line in done.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
@@ -238,15 +273,17 @@ def print_table(rows: list[Row], repeat: int, clip: Path) -> None:
     """The Markdown table of medians, with each row's wall relative to the first row's."""
     floor = statistics.median(rows[0].walls)
     print(f"\ncold process, {repeat} runs each (medians, seconds); clip {clip.name} ({CLIP_SECONDS:g} s)\n")
-    print("| command | wall | fastest | x floor | " + " | ".join(PHASES) + " | lightning | imported (cumulative s) |")
-    print("|---|" + "---:|" * (4 + len(PHASES)) + "---:|---|")
+    print("| command | wall | fastest | cpu | x floor | " + " | ".join(PHASES) + " | lightning | imported (cumulative s) |")
+    print("|---|" + "---:|" * (5 + len(PHASES)) + "---:|---|")
     for row in rows:
         wall = statistics.median(row.walls)
         cells = [f"{statistics.median(p[k] for p in row.phases):.2f}" if row.phases else "" for k in PHASES]
         shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row.imported.items(), key=lambda kv: -kv[1])) or "-"
-        print(f"| {row.label} | {wall:.2f} | {min(row.walls):.2f} | {wall / floor:.1f} | " + " | ".join(cells)
+        print(f"| {row.label} | {wall:.2f} | {min(row.walls):.2f} | {statistics.median(row.cpus):.2f} | {wall / floor:.1f} | "
+              + " | ".join(cells)
               + f" | {row.lightning} | {shown} |")
-    print("\nclf is part of load; start + import + load + decode + extract + classify + other = wall (per run).")
+    print("\nclf is part of load; start + import + load + decode + extract + classify + other = wall (per run);"
+          " cpu: user + system seconds of the process (less noisy than wall on a shared machine).")
 
 
 def main() -> int:
@@ -254,6 +291,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="cold runs per row (default 5)")
     parser.add_argument("--keep", type=Path, help="build the models here and keep them; reused when already there")
     parser.add_argument("--only", nargs="+", choices=sorted(KINDS), default=list(KINDS), help="model kinds to run")
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="also run every row with this serkit source folder first on PYTHONPATH (e.g. the src/ "
+                        "of a git worktree of an older commit), interleaved with the others: before / after in one run")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also predict with each model's ONNX export (serkit export --onnx, written into a copy of "
+                        "the model folder) through --backend onnx")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="serkit-cold-") as tmp:
         root = args.keep or Path(tmp)
@@ -267,6 +310,14 @@ def main() -> int:
         rows = [Row("python -c 'import serkit'", [sys.executable, "-c", "import serkit"])]
         rows += [Row(f"serkit predict ({name})", [sys.executable, "-c", CHILD, str(root / name), str(clip)])
                  for name in args.only]
+        if args.onnx:
+            rows += [Row(f"serkit predict --backend onnx ({name})",
+                         [sys.executable, "-c", CHILD, str(_exported(root, name)), str(clip)], options=["--backend", "onnx"])
+                     for name in args.only]
+        if args.baseline is not None:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.baseline.resolve()),
+                                                                              os.environ.get("PYTHONPATH")]))}
+            rows = [r for row in rows for r in (Row(f"{row.label} [baseline]", row.command, env=env, options=row.options), row)]
         for _ in range(args.repeat):  # interleaved, so a busy spell is shared by all rows
             for row in rows:
                 run_once(row, Path(tmp))
