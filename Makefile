@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 demo: setup
 	bash scripts/demo.sh $(DEMO_DIR)
 
+# Two workers, each taking whole test files (module and session fixtures are built once):
+# many tests wait on subprocesses, decoding or one core, so two cores finish sooner together.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=2 --dist=loadfile
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist src/*.egg-info

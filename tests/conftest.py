@@ -24,3 +24,22 @@ def shared_data() -> Path:
 # Tests of the choice itself fake the processor and clear the override.
 os.environ["SERKIT_PRECISION"] = "float32"
 os.environ.setdefault("SERKIT_PRECISION_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"serkit-precision-{os.getpid()}.json"))
+
+# Under pytest-xdist (`make test` runs two workers), each worker gets its share of the cores:
+# OpenMP libraries (torch, CTranslate2, BLAS) otherwise start one spinning thread per core in
+# every worker, and two workers' threads fighting over 2 cores made a 16 s torch test take 96 s.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_variable, _share)
+
+#: Test files that take the longest (measured on 2 cores), started first so that the two
+#: workers of `make test` do not end with one of them alone on a long file.
+_LONGEST_FILES = ("test_models_torch_learning.py", "test_models_svm.py", "test_features_whisper.py",
+                  "test_models_torch.py", "test_extract.py", "test_inference.py", "test_service.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first (a stable sort: each file keeps its own test order)."""
+    rank = {name: position for position, name in enumerate(_LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -1,7 +1,8 @@
 """Neural classifiers (cnn, efficientnet, pooled) and their shared Lightning training core.
 
-Fast tests use tiny class-separable random arrays; the slow ones train on a synthetic emotional
-corpus (serkit.data.synth, source-filter voice) and test on held-out speakers, and run 2-process DDP.
+Fast tests use tiny class-separable random arrays; the slow ones run 2-process DDP. Learning
+unseen speakers of the synthetic corpus is in test_models_torch_learning.py (its own file, so
+the parallel test run can give it its own worker).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.metrics import balanced_accuracy_score
 from torch.utils.data import WeightedRandomSampler
 
 from serkit.models import build_model
@@ -491,86 +490,6 @@ def test_efficientnet_rejects_foreign_weights(tmp_path: Path) -> None:
     model = EfficientNetClassifier(pretrained=str(path))
     with pytest.raises(ValueError, match="does not fit efficientnet_b0"):
         model.initialize_network(model.build_network(2, (32, 32)))
-
-
-# --------------------------------------------------------------------------- (b) learns the synthetic corpus
-
-TEST_SPEAKERS = ("spk09", "spk10")
-
-
-@dataclass
-class SynthFeatures:
-    """Features of the synthetic corpus (not normalised per speaker) and its split."""
-
-    features: dict[str, np.ndarray]
-    labels: np.ndarray
-    speakers: np.ndarray
-    test: np.ndarray
-
-
-@pytest.fixture(scope="session")
-def synth_features(tmp_path_factory: pytest.TempPathFactory) -> SynthFeatures:
-    """10 speakers x the 4 default emotions x 10 clips (3 s), log-mel and MFCC features, extracted once.
-
-    No speaker normalisation: the synthesiser's emotions differ more than its speakers do, so the
-    networks must learn them from raw features of unseen speakers.
-    """
-    import pandas as pd
-
-    from serkit.data.audio import AudioSpec, load
-    from serkit.features import build_extractor
-    from serkit.data.synth import write_corpus
-
-    root = tmp_path_factory.mktemp("synth")
-    listing = write_corpus(root, speakers=10, per_emotion=10, voice="source-filter", seed=0)
-    meta = pd.read_csv(listing)
-    spec = AudioSpec(duration=3.0)
-    logmel = build_extractor({"kind": "logmel", "image_size": [64, 64], "outputs": ["frames", "image"]}, spec)
-    mfcc = build_extractor({"kind": "mfcc", "outputs": ["frames", "stats"]}, spec)
-    outputs: dict[str, list[np.ndarray]] = {"logmel_frames": [], "logmel_image": [], "mfcc_frames": [], "mfcc_stats": []}
-    for path in meta["path"]:
-        signal = load(root / path, spec)
-        for prefix, extractor in (("logmel", logmel), ("mfcc", mfcc)):
-            for name, value in extractor.extract(signal, spec.sampling_rate).items():
-                outputs[f"{prefix}_{name}"].append(value)
-    speakers = meta["speaker"].to_numpy()
-    features = {k: np.stack(v).astype(np.float32) for k, v in outputs.items()}
-    return SynthFeatures(features, meta["label"].to_numpy(), speakers, np.isin(speakers, TEST_SPEAKERS))
-
-
-#: (model, hyper-parameters, feature, minimum UA on the held-out speakers). Chance is 0.25.
-#: Measured on CPU (seed 0, all four default emotions, no speaker normalisation): cnn 0.938,
-#: layer_sum 0.962, attention 1.000, efficientnet 0.950 (0.988 / 0.950 with seeds 1 / 2).
-LEARNERS = {
-    "cnn": ("cnn", {"depth": 3, "input_size": 64, "max_epochs": 30}, "mfcc_frames", 0.9),
-    # EfficientNet-B0 (4 M parameters) from scratch -- no ImageNet weights offline -- on 320
-    # 64 x 64 images needs time shifts and SpecAugment masks and a cosine schedule to reach
-    # unseen speakers. Its cost is about 15 ms per image pass on 2 cores whatever the image size
-    # (32 x 32 is no faster), so the test trains 12 epochs of batch 32 at lr 3e-3 (~60 s; UA
-    # 0.84 / 0.90 with seeds 0 / 1) instead of 35 of batch 16 (199 s, UA 0.95): the bound is
-    # "learns unseen speakers", 3x chance, not the best it can do.
-    "efficientnet": (
-        "efficientnet",
-        {"max_epochs": 12, "batch_size": 32, "lr": 3e-3, "patience": None, "augment": True, "lr_schedule": "cosine"},
-        "logmel_image",
-        0.75,
-    ),
-    "pooled-layer_sum": ("pooled", {"pooling": "layer_sum"}, "mfcc_stats", 0.9),
-    "pooled-attention": ("pooled", {"pooling": "attention"}, "logmel_frames", 0.9),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("key", list(LEARNERS))
-def test_learns_synthetic_emotions_on_held_out_speakers(key: str, synth_features: SynthFeatures) -> None:
-    name, params, feature, minimum = LEARNERS[key]
-    data = synth_features
-    X, train = data.features[feature], ~data.test
-    model = build_model(name, **params).fit(X[train], data.labels[train], groups=data.speakers[train])
-    ua = balanced_accuracy_score(data.labels[data.test], model.predict(X[data.test]))
-    logging.getLogger(__name__).info("%s: UA %.3f on %s", key, ua, TEST_SPEAKERS)
-    assert ua >= minimum, f"{key}: UA {ua:.3f} on held-out speakers (history {model.history_})"
-    assert model.best_epoch_ is not None and len(model.history_) >= model.best_epoch_
 
 
 # --------------------------------------------------------------------------- (h) DDP
