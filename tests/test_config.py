@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,15 @@ def test_a_run_folder_written_from_the_dict_form_resumes(tmp_path: Path):
     assert stored["recipe"] == json.loads(json.dumps(load_config(_write(tmp_path))[0].to_dict()))
     [again] = run_recipe(_write(tmp_path), progress=False)  # finished: nothing recomputed, no refusal
     assert again.metrics["overall"]["ua"]["mean"] == result.metrics["overall"]["ua"]["mean"]
+
+
+def test_an_unknown_key_names_the_file_path_and_the_key_path_apart(tmp_path: Path) -> None:
+    """A fresh-clone check read ``unknown_run.toml.run: unknown key 'bootstarp'``: the file name and
+    the section ran together, and the folder was left out."""
+    path = _write(tmp_path, ("bootstrap = 200", "bootstarp = 200"))
+    with pytest.raises(RecipeError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: run: unknown key 'bootstarp'; allowed: ")
+    path.write_text(path.read_text().replace("bootstarp = 200", "bootstrap = \"many\""))
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(path))}: run\.bootstrap must be int, got str$"):
+        load_config(path)

@@ -78,17 +78,29 @@ class RecipeError(ValueError):
 # --------------------------------------------------------------------------- raw recipes
 
 
-def _check_keys(data: dict[str, Any], schema: dict[str, Any], where: str) -> None:
+def _check_keys(data: dict[str, Any], schema: dict[str, Any], source: str, where: str = "") -> None:
+    """Refuse unknown keys and wrong types; errors read ``recipe.toml: run.bootstrap ...``.
+
+    Args:
+        data: A recipe table.
+        schema: Its allowed keys: a nested dict for a sub-table, a type, or None for any value.
+        source: The recipe file, as the error names it.
+        where: The table's key path inside the file ("" at the top).
+
+    Raises:
+        RecipeError: An unknown key or a value of the wrong type.
+    """
     for key, value in data.items():
         if key not in schema:
-            raise RecipeError(f"{where}: unknown key {key!r}; allowed: {sorted(schema)}")
+            raise RecipeError(f"{source}: {where + ': ' if where else ''}unknown key {key!r}; allowed: {sorted(schema)}")
         sub = schema[key]
+        path = f"{where}.{key}" if where else key
         if isinstance(sub, dict):
             if not isinstance(value, dict):
-                raise RecipeError(f"{where}.{key} must be a table")
-            _check_keys(value, sub, f"{where}.{key}")
+                raise RecipeError(f"{source}: {path} must be a table")
+            _check_keys(value, sub, source, path)
         elif sub is not None and not isinstance(value, sub) and not (sub is float and isinstance(value, int)):
-            raise RecipeError(f"{where}.{key} must be {sub.__name__}, got {type(value).__name__}")
+            raise RecipeError(f"{source}: {path} must be {sub.__name__}, got {type(value).__name__}")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +152,11 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
     recipe = apply_overrides(recipe, overrides)
-    _check_keys(recipe, SCHEMA, path.name)
+    _check_keys(recipe, SCHEMA, str(path))
     for i, variant in enumerate(recipe.get("variant", [])):
         if not isinstance(variant, dict) or "name" not in variant:
             raise RecipeError(f"{path.name}: variant {i} needs a name")
-        _check_keys({k: v for k, v in variant.items() if k != "name"}, SCHEMA, f"{path.name}.variant[{variant['name']}]")
+        _check_keys({k: v for k, v in variant.items() if k != "name"}, SCHEMA, str(path), f"variant[{variant['name']}]")
     recipe.setdefault("name", path.stem)
     # Kept to be applied again over each variant: what the user typed beats what a variant sets.
     recipe[_OVERRIDES] = list(overrides)
