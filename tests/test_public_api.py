@@ -54,7 +54,7 @@ def test_the_stage_packages_say_their_job_and_hold_the_moved_modules() -> None:
         assert package.__doc__ and package.__doc__.strip(), stage
     top_level = {info.name for info in pkgutil.iter_modules(serkit.__path__)}
     # Only the stage packages and cross-cutting helpers sit at the top, not stage modules.
-    assert top_level == {*stages, "__main__", "_moved", "atomic", "cli", "commands", "precision"}
+    assert top_level == {*stages, "__main__", "_lazy", "_moved", "atomic", "cli", "commands", "precision"}
 
 
 def test_old_module_paths_give_the_moved_module_itself_with_a_deprecation_warning() -> None:
@@ -78,3 +78,19 @@ def test_old_module_paths_give_the_moved_module_itself_with_a_deprecation_warnin
     assert out[-1] == "True True True True"
     with pytest.raises(ModuleNotFoundError):
         __import__("serkit.splits_that_never_existed")
+
+
+def test_stage_packages_offer_their_names_lazily_and_refuse_unknown_ones() -> None:
+    import pytest
+
+    code = ("import sys, serkit.experiment, serkit.inference\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'pandas') if m in sys.modules))\n"
+            "import serkit.experiment.runner as runner, serkit.inference.predictor as predictor\n"
+            "print(serkit.experiment.run_recipe is runner.run_recipe, serkit.inference.Predictor is predictor.Predictor,"
+            " 'run_recipe' in dir(serkit.experiment))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "True True True"]
+    import serkit.inference
+
+    with pytest.raises(AttributeError, match="module 'serkit.inference' has no attribute 'nonsense'"):
+        serkit.inference.nonsense  # noqa: B018

@@ -19,12 +19,11 @@ Example::
     print(result.metrics["overall"]["ua"]["mean"])
 """
 
-from importlib import import_module
-from typing import Any
 
 __version__ = "0.1.0"
 
 from serkit import _moved  # noqa: E402
+from serkit._lazy import lazy_attributes  # noqa: E402
 from serkit.data.audio import PAPER_SPEC, AudioError, AudioSpec  # noqa: E402
 
 _moved.install()
@@ -49,15 +48,4 @@ _LAZY = {
 }
 
 __all__ = ["PAPER_SPEC", "AudioError", "AudioSpec", "__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'serkit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

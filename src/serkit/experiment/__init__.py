@@ -4,15 +4,16 @@
 use, so importing the package does not import the training stack.
 """
 
-from importlib import import_module
-from typing import Any
+from serkit._lazy import lazy_attributes
 
-_LAZY = {"run_recipe": "runner", "load_recipe": "runner", "RunResult": "runner", "load_config": "config", "RunConfig": "config", "RecipeError": "config"}
+_LAZY = {
+    "run_recipe": "serkit.experiment.runner",
+    "load_recipe": "serkit.experiment.runner",
+    "RunResult": "serkit.experiment.runner",
+    "load_config": "serkit.experiment.config",
+    "RunConfig": "serkit.experiment.config",
+    "RecipeError": "serkit.experiment.config",
+}
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

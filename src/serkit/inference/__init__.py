@@ -8,15 +8,9 @@ statistics of ``speaker_norm`` models from `speakers`) and returns `results.Pred
 importable from here, loaded on first use.
 """
 
-from importlib import import_module
-from typing import Any
+from serkit._lazy import lazy_attributes
 
-_LAZY = {"Predictor": "predictor", "Prediction": "results"}
+_LAZY = {"Predictor": "serkit.inference.predictor", "Prediction": "serkit.inference.results"}
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
