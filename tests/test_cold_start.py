@@ -215,3 +215,39 @@ def test_the_cli_predicts_with_a_whisper_cnn_without_pandas(whisper_models: dict
     assert report["code"] == 0
     _assert_not_imported(report["modules"], (*TRAINING, *SKLEARN_BASE, "transformers", "skops"),
                          "serkit predict with a Whisper CNN imported what it does not use")
+
+
+@pytest.fixture(scope="module")
+def exported_models(egemaps_svm: Path, whisper_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the demo's three model kinds, each with its ONNX export, as training writes it."""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from serkit.inference.export import export_onnx
+
+    root = tmp_path_factory.mktemp("exported")
+    models = {"egemaps_svm": egemaps_svm, "whisper_svm": whisper_models["svm"], "whisper_cnn": whisper_models["cnn"]}
+    copies = {name: Path(shutil.copytree(folder, root / name)) for name, folder in models.items()}
+    for folder in copies.values():
+        export_onnx(folder)
+    return copies
+
+
+@pytest.mark.parametrize("name", ["egemaps_svm", "whisper_svm", "whisper_cnn"])
+def test_with_its_export_serkit_predict_needs_neither_torch_nor_scikit_learn(
+    name: str, exported_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The default backend ("auto") runs a current export in onnxruntime: the demo's cold start."""
+    clip = _clip(tmp_path / "clip.wav", 1.5, 220.0)
+    child = CLI_CHILD.replace('print(json.dumps({"code"', 'sys.stdout.flush()\nprint(json.dumps({"code"')
+    done = subprocess.run([sys.executable, "-c", child, str(exported_models[name]), str(clip)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    printed = json.loads("\n".join(lines[:-1]))
+    assert report["code"] == 0 and printed["backend"] == "onnx"
+    assert printed["predictions"][0]["label"] in LABELS
+    assert "onnxruntime" in report["modules"]
+    _assert_not_imported(report["modules"], ("torch", *TRAINING, "sklearn", "scipy", "skops"),
+                         f"serkit predict with {name}'s export imported what onnxruntime replaces")

@@ -90,7 +90,8 @@ def models(corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def predictors(models) -> dict[str, Predictor]:
-    return {name: Predictor.load(folder) for name, folder in models.items()}
+    """The saved models themselves (explicitly: once `exported` ran, "auto" would pick the export)."""
+    return {name: Predictor.load(folder, backend="torch") for name, folder in models.items()}
 
 
 @pytest.fixture(scope="session")
@@ -381,6 +382,38 @@ def test_onnx_backend_refuses_missing_or_stale_exports(models, exported, tmp_pat
     shutil.rmtree(copy / EXPORT_DIR)
     with pytest.raises(ModelFormatError, match="serkit export"):
         Predictor.load(copy, backend="onnx")
+
+
+def test_auto_backend_runs_the_export_only_when_it_was_made_from_these_model_files(models, exported, tmp_path, monkeypatch):
+    import shutil
+
+    from serkit.inference import loading
+
+    copy = Path(shutil.copytree(models["cnn"], tmp_path / "cnn"))
+    chosen = Predictor.load(copy)
+    assert chosen.backend == "onnx" and isinstance(chosen.model, OnnxClassifier)
+    # onnxruntime missing: the saved model
+    real_find_spec = loading.importlib.util.find_spec
+    monkeypatch.setattr(loading.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    assert Predictor.load(copy).backend == "torch"
+    monkeypatch.undo()
+    # the model saved again into its folder (same features and labels, other files): the export is stale
+    meta_path = copy / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["created"] = "2000-01-01T00:00:00+0000"
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    info = loading._model_info(copy, meta)
+    assert loading.resolve_backend(copy, info) == (
+        "torch", "the ONNX export was made from other model files (the model was saved again after it)")
+    stale = Predictor.load(copy)
+    assert stale.backend == "torch" and not isinstance(stale.model, OnnxClassifier)
+    with pytest.raises(ModelFormatError, match="saved again"):
+        Predictor.load(copy, backend="onnx")
+    # no export at all
+    shutil.rmtree(copy / EXPORT_DIR)
+    assert loading.resolve_backend(copy, info)[0] == "torch"
+    assert Predictor.load(copy).backend == "torch"
 
 
 def test_encoder_export_needs_ssl_features(models):

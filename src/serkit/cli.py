@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=None, metavar="S",
                    help="longest recording read, in seconds (default: the model's, 3600); decoding stops there "
                    "and the file is reported as too long")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="run the saved model (torch) or its ONNX export (onnx: written by training and `serkit "
+                        "export`); auto (default): the export when it was made from these model files")
     p.add_argument("--enroll", type=Path, nargs="+", default=None, metavar="FILE|DIR",
                    help="speaker_norm models: a few recordings of the speaker of the inputs (about 10), whose "
                    "statistics normalise them; without it or --speaker, the training speakers' global statistics")
@@ -152,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close a connection whose request head has not arrived within S seconds (default 10)")
     p.add_argument("--keep-alive", type=float, default=5.0, metavar="S",
                    help="close a connection idle S seconds after a response (uvicorn's timeout_keep_alive; default 5)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="run the saved model (torch) or its ONNX export (see `serkit export`)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="run the saved model (torch) or its ONNX export (onnx: written by training and `serkit "
+                        "export`); auto (default): the export when it was made from these model files")
     p.add_argument("--feature-workers", type=int, default=None, metavar="N",
                    help="processes extracting features for models whose features have no batch API "
                         "(openSMILE, log-mel, MFCC); default one per core, 0 extracts in the server process")

@@ -93,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = predictor.predict_files(files, segments=args.segments, progress=progress, speaker=speaker)
     for prediction in predictions:  # names that are not UTF-8 (surrogate escapes) shown as \xe9
         prediction.source = _printable(prediction.source)
-    info = {"model": str(args.model), "backend": args.backend}
+    info = {"model": str(args.model), "backend": predictor.backend}
     text = _printable(format_predictions(predictions, predictor.labels, args.format, segments=args.segments, info=info))
     if args.output is not None:
         args.output.write_text(text)

@@ -22,8 +22,13 @@
   `serkit.features.onnx_backend` (the SSL extractor's own export, in a folder named after its
   source identity), so that ``Predictor.load(model_dir, backend="onnx")`` runs the whole chain
   with onnxruntime.
-* ``export.json``: what was exported, from which model fingerprint and labels, with which
-  opset and library versions, and the measured largest difference.
+* ``export.json``: what was exported, from which model (its feature fingerprint, labels and
+  `model_digest`, a hash of the model folder's files, so an export left beside retrained
+  weights is never run), with which opset and library versions, and the measured largest
+  difference.
+
+`export_problem` says whether a folder's export can stand in for its model; the ``"auto"``
+backend of `serkit.inference.predictor.Predictor.load` uses the export exactly when it has none.
 
 Every file is written under a temporary name and moved into place with `os.replace`.
 This module only orchestrates: files, the check, export.json, and running the export.
@@ -32,6 +37,7 @@ torch, onnx and onnxruntime are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -53,7 +59,10 @@ __all__ = [
     "MAX_EXPORT_DIFF",
     "RECORD_FILE",
     "OnnxClassifier",
+    "ensure_export",
     "export_onnx",
+    "export_problem",
+    "model_digest",
     "read_export_record",
 ]
 
@@ -117,6 +126,7 @@ def export_onnx(model_dir: str | os.PathLike, *, encoder: bool = False, opset: i
         "model": saved.model.name,
         "labels": saved.labels,
         "fingerprint": saved.fingerprint,
+        "model_digest": model_digest(folder),
         "input_kind": saved.meta.get("input_kind"),
         "classifier": classifier,
         "encoder": encoder_record,
@@ -129,6 +139,75 @@ def export_onnx(model_dir: str | os.PathLike, *, encoder: bool = False, opset: i
     written.append(record_path)
     logger.info("exported %s to %s (largest difference %.2g)", folder, out_dir, classifier["max_abs_diff"])
     return written
+
+
+def ensure_export(model_dir: str | os.PathLike) -> list[Path]:
+    """Export a saved model's classifier unless its folder already has a current export.
+
+    Returns:
+        The files written (`export_onnx`), or an empty list when the export was current
+        (`export_problem` found nothing, e.g. a resumed run).
+
+    Raises:
+        As `export_onnx`.
+    """
+    from serkit.models.io import read_model_json
+
+    meta = read_model_json(model_dir)
+    if export_problem(model_dir, fingerprint=meta.get("fingerprint"), labels=meta.get("labels")) is None:
+        return []
+    return export_onnx(model_dir)
+
+
+def model_digest(model_dir: str | os.PathLike) -> str:
+    """SHA-256 of a model folder's files (names and bytes), leaving out the export folder.
+
+    model.json holds the save time and every weight file sits beside it, so retraining into
+    the same folder changes the digest even when features and labels stay the same.
+    """
+    folder = Path(model_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if relative.parts[0] == EXPORT_DIR:
+            continue
+        digest.update(relative.as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def export_problem(model_dir: str | os.PathLike, *, fingerprint: str | None, labels: list[str]) -> str | None:
+    """Why a model folder's ONNX export cannot stand in for its model, or None when it can.
+
+    The export must exist, be of this serkit's export format, come from the same features
+    (fingerprint) and labels, and, where export.json records it (every export since the
+    digest was added), from the same model files (`model_digest`).
+
+    Args:
+        model_dir: A folder written by `serkit.models.io.save_model`.
+        fingerprint: The model's feature fingerprint (model.json).
+        labels: The model's labels (model.json).
+
+    Returns:
+        None, or the reason in a few words (e.g. ``"no ONNX export (onnx/export.json missing)"``).
+    """
+    folder = Path(model_dir)
+    record = read_export_record(folder)
+    if record is None or not isinstance(record.get("classifier"), dict):
+        return f"no ONNX export ({EXPORT_DIR}/{RECORD_FILE} missing)"
+    if record.get("format") != EXPORT_FORMAT:
+        return f"ONNX export format {record.get('format')!r} is not {EXPORT_FORMAT}"
+    if record.get("fingerprint") != fingerprint or record.get("labels") != labels:
+        return "the ONNX export was made from another version of this model (features or labels differ)"
+    if "model_digest" in record and record["model_digest"] != model_digest(folder):
+        return "the ONNX export was made from other model files (the model was saved again after it)"
+    path = folder / EXPORT_DIR / str(record["classifier"].get("file", CLASSIFIER_FILE))
+    if not path.is_file():
+        return f"{path.name} is missing"
+    return None
 
 
 def read_export_record(model_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -244,20 +323,14 @@ class OnnxClassifier:
         """Open ``model_dir/onnx/classifier.onnx`` after checking export.json matches the model.
 
         Raises:
-            ModelFormatError: No export, or one made from other features or labels.
+            ModelFormatError: No export, or one made from other features, labels or model files.
         """
         folder = Path(model_dir)
-        record = read_export_record(folder)
-        hint = f"run `serkit export {folder} --onnx`"
-        if record is None or not isinstance(record.get("classifier"), dict):
-            raise ModelFormatError(f"{folder}: no ONNX export ({EXPORT_DIR}/{RECORD_FILE} missing); {hint}")
-        if record.get("format") != EXPORT_FORMAT:
-            raise ModelFormatError(f"{folder}: ONNX export format {record.get('format')!r} is not {EXPORT_FORMAT}; {hint}")
-        if record.get("fingerprint") != fingerprint or record.get("labels") != labels:
-            raise ModelFormatError(f"{folder}: the ONNX export was made from another version of this model; {hint}")
+        problem = export_problem(folder, fingerprint=fingerprint, labels=labels)
+        if problem is not None:
+            raise ModelFormatError(f"{folder}: {problem}; run `serkit export {folder} --onnx`")
+        record = read_export_record(folder) or {}
         path = folder / EXPORT_DIR / str(record["classifier"].get("file", CLASSIFIER_FILE))
-        if not path.is_file():
-            raise ModelFormatError(f"{folder}: {path.name} is missing; {hint}")
         return cls(path, record["classifier"], labels, num_threads)
 
     def predict_proba(self, X: Any) -> np.ndarray:

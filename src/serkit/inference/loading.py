@@ -8,10 +8,19 @@ extractor (with the exported ONNX encoder on the ONNX backend when `serkit expor
 wrote one), checks it produces that output, loads the classifier (the torch / scikit-learn model,
 or `serkit.inference.export.OnnxClassifier`) and sets the extractor up in its work folder. Heavy
 libraries are imported inside the functions that need them.
+
+The ``"auto"`` backend (`resolve_backend`) runs the ONNX export when the folder has one made
+from exactly these model files (training writes it, see `serkit.experiment.runner`) and
+onnxruntime is installed: the export was checked against the model when it was written, and
+onnxruntime starts without torch or scikit-learn (a cold `serkit predict` of the demo's models
+in about 1-1.6 s instead of 3-4 s; `benchmarks/bench_cold_start.py`). Otherwise it runs the
+saved model.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +28,9 @@ from typing import Any
 from serkit.features.base import Extractor, exports_onnx_encoder, extractor_from_identity
 from serkit.models.io import ModelFormatError
 
-__all__ = ["ModelInfo", "ModelParts", "load_parts"]
+__all__ = ["ModelInfo", "ModelParts", "load_parts", "resolve_backend"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,12 +48,18 @@ class ModelInfo:
 
 @dataclass
 class ModelParts:
-    """A model folder's pieces: what model.json says, its transform, extractor (set up) and classifier."""
+    """A model folder's pieces: what model.json says, its transform, extractor (set up) and classifier.
+
+    ``backend`` is the one used (``"torch"`` or ``"onnx"``; ``"auto"`` resolved) and
+    ``backend_reason`` why ``"auto"`` chose it (empty for an explicit backend).
+    """
 
     info: ModelInfo
     transform: Any
     extractor: Extractor
     model: Any
+    backend: str = "torch"
+    backend_reason: str = ""
 
 
 def load_parts(folder: Path, backend: str, workdir: Path | None) -> ModelParts:
@@ -50,7 +67,7 @@ def load_parts(folder: Path, backend: str, workdir: Path | None) -> ModelParts:
 
     Args:
         folder: A folder written by `serkit.models.io.save_model`.
-        backend: ``"torch"`` or ``"onnx"`` (checked by the caller).
+        backend: ``"torch"``, ``"onnx"`` or ``"auto"`` (`resolve_backend`; checked by the caller).
         workdir: Folder the extractor may keep derived files in; None: ``folder/onnx`` for the
             ONNX backend, else the feature cache folder of the model's fingerprint.
 
@@ -64,6 +81,10 @@ def load_parts(folder: Path, backend: str, workdir: Path | None) -> ModelParts:
     from serkit.models.transforms import load_transform
 
     info = _model_info(folder, _read_model_json(folder))
+    reason = ""
+    if backend == "auto":
+        backend, reason = resolve_backend(folder, info)
+        logger.info("%s: %s backend (%s)", folder, backend, reason)
     try:
         transform = load_transform(folder, info.meta.get("transform"))
     except (KeyError, ValueError) as exc:
@@ -72,7 +93,30 @@ def load_parts(folder: Path, backend: str, workdir: Path | None) -> ModelParts:
     _check_output(folder, extractor, info.input_kind)
     model = _load_classifier(folder, info, backend)
     extractor.setup(workdir if workdir is not None else _default_workdir(folder, info, backend))
-    return ModelParts(info=info, transform=transform, extractor=extractor, model=model)
+    return ModelParts(info=info, transform=transform, extractor=extractor, model=model, backend=backend,
+                      backend_reason=reason)
+
+
+def resolve_backend(folder: Path, info: ModelInfo) -> tuple[str, str]:
+    """The backend ``"auto"`` means for a model folder, and why.
+
+    Args:
+        folder: The model folder.
+        info: Its model.json facts (`_model_info`).
+
+    Returns:
+        ``("onnx", reason)`` when the folder's ONNX export stands in for these model files
+        (`serkit.inference.export.export_problem`) and onnxruntime is installed, else
+        ``("torch", reason)``.
+    """
+    from serkit.inference.export import export_problem
+
+    problem = export_problem(folder, fingerprint=info.fingerprint, labels=info.labels)
+    if problem is not None:
+        return "torch", problem
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch", "onnxruntime is not installed"
+    return "onnx", "its ONNX export matches the model files"
 
 
 def _read_model_json(model_dir: Path) -> dict[str, Any]:

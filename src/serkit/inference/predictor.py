@@ -42,7 +42,7 @@ __all__ = ["BACKENDS", "FORMATS", "Prediction", "Predictor", "Segment", "format_
 logger = logging.getLogger(__name__)
 
 #: Where the classifier runs.
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
 #: Default window and hop of long recordings, in seconds (the paper's clip length, half of it).
 DEFAULT_WINDOW = 7.0
 DEFAULT_HOP = 3.5
@@ -68,7 +68,7 @@ class Predictor(ModelRunner):
         model: The classifier: a serkit `Classifier` (torch backend) or an
             `serkit.inference.export.OnnxClassifier` (ONNX backend); both have ``predict_proba``.
         input_kind: The extractor output the classifier reads.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: The backend in use, ``"torch"`` or ``"onnx"``.
         window: Window length for long recordings, seconds.
         hop: Step between windows, seconds.
         batch_size: Clips per extractor and classifier call.
@@ -112,7 +112,7 @@ class Predictor(ModelRunner):
         cls,
         model_dir: str | os.PathLike,
         *,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["auto", "torch", "onnx"] = "auto",
         window: float = DEFAULT_WINDOW,
         hop: float = DEFAULT_HOP,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -122,8 +122,11 @@ class Predictor(ModelRunner):
 
         Args:
             model_dir: A folder written by `serkit.models.io.save_model`.
-            backend: ``"torch"`` (the saved torch / scikit-learn model) or ``"onnx"`` (the
-                files of `serkit.inference.export.export_onnx`; with an exported SSL encoder, that too).
+            backend: ``"torch"`` (the saved torch / scikit-learn model), ``"onnx"`` (the
+                files of `serkit.inference.export.export_onnx`; with an exported SSL encoder, that
+                too) or ``"auto"``: the ONNX export when the folder has one made from these model
+                files and onnxruntime is installed, else the saved model
+                (`serkit.inference.loading.resolve_backend`). ``Predictor.backend`` is the one used.
             window: Window length for long recordings, in seconds.
             hop: Step between windows, in seconds (at most `window`).
             batch_size: Clips per extractor and classifier call.
@@ -144,8 +147,8 @@ class Predictor(ModelRunner):
         parts = load_parts(folder, backend, Path(workdir) if workdir is not None else None)
         info = parts.info
         logger.info(
-            "loaded %s (%s backend): %s features -> %s, labels %s", folder, backend, parts.extractor.name, info.name,
-            info.labels,
+            "loaded %s (%s backend): %s features -> %s, labels %s", folder, parts.backend, parts.extractor.name,
+            info.name, info.labels,
         )
         return cls(
             folder,
@@ -153,7 +156,7 @@ class Predictor(ModelRunner):
             extractor=parts.extractor,
             model=parts.model,
             input_kind=info.input_kind,
-            backend=backend,
+            backend=parts.backend,
             window=window,
             hop=hop,
             batch_size=batch_size,

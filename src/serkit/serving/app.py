@@ -197,9 +197,10 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, the model's name and labels, the upload limit and uploads being received."""
+        """Liveness, the model's name, labels and backend, the upload limit and uploads being received."""
         return {
-            "status": "ok", "model": model, "labels": labels, "max_upload_bytes": max_upload_bytes,
+            "status": "ok", "model": model, "labels": labels, "backend": getattr(predictor, "backend", None),
+            "max_upload_bytes": max_upload_bytes,
             "uploads_in_progress": uploads.total, "speaker_norm": getattr(predictor, "transform", None) is not None,
             "speakers": _known_speakers(predictor),
         }
@@ -259,7 +260,7 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    backend: str = "torch",
+    backend: str = "auto",
     log_level: str = "info",
     keep_alive_s: float = 5.0,
     header_timeout_s: float = 10.0,
@@ -272,7 +273,7 @@ def run(
         model_dir: A folder written by `serkit.models.io.save_model`.
         host: Interface to bind; 127.0.0.1 unless exposing the service is intended.
         port: TCP port (0 picks a free one).
-        backend: ``"torch"`` or ``"onnx"`` (see `Predictor.load`).
+        backend: ``"auto"``, ``"torch"`` or ``"onnx"`` (see `Predictor.load`).
         log_level: uvicorn's log level.
         keep_alive_s: See `server_options`.
         header_timeout_s: See `server_options`.
