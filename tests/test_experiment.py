@@ -78,6 +78,13 @@ def test_recipe_runs_end_to_end_and_resumes(recipe: Path, tmp_path: Path):
     model_json = json.loads((run / "model" / "model.json").read_text())
     assert model_json["features"]["kind"] == "mfcc" and model_json["labels"] == ["angry", "happy", "neutral", "sad"]
     assert "Speaker-independent" in (run / "report" / "report.md").read_text()
+    # the final model comes with its checked ONNX export, which prediction then runs by default
+    from serkit.inference.predictor import Predictor
+
+    export = json.loads((run / "model" / "onnx" / "export.json").read_text())
+    assert export["labels"] == model_json["labels"] and export["classifier"]["max_abs_diff"] <= 1e-4
+    assert Predictor.load(run / "model").backend == "onnx"
+    exported_at = (run / "model" / "onnx" / "export.json").stat().st_mtime_ns
 
     # resume: finished folds are not trained again; a lost fold is redone alone
     stamps = {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.csv")}
@@ -89,6 +96,26 @@ def test_recipe_runs_end_to_end_and_resumes(recipe: Path, tmp_path: Path):
     again = pd.read_csv(run / "predictions.csv")
     pd.testing.assert_frame_equal(again.sort_values("utt_id").reset_index(drop=True),
                                   predictions.sort_values("utt_id").reset_index(drop=True))
+    assert (run / "model" / "onnx" / "export.json").stat().st_mtime_ns == exported_at  # current: not redone
+
+
+def test_a_failed_export_only_warns_and_export_onnx_false_writes_none(recipe: Path, monkeypatch, caplog):
+    """The export is a faster way to run the final model: losing it must not lose the run."""
+    from serkit.inference import export
+
+    def fail(model_dir, **kwargs):
+        raise ValueError("the ONNX export differs from the model by up to 0.5 in probability")
+
+    monkeypatch.setattr(export, "export_onnx", fail)
+    with caplog.at_level("WARNING", logger="serkit.experiment.runner"):
+        [result] = run_recipe(recipe, ["run.report=false"], progress=False)
+    model = result.run_dir / "model"
+    assert (model / "model.json").is_file() and not (model / "onnx").exists()
+    assert "no ONNX export written (the ONNX export differs" in caplog.text
+    monkeypatch.undo()
+    [result] = run_recipe(recipe, ["run.report=false", "run.export_onnx=false", "run.output=" + repr(str(recipe.parent / "other"))],
+                          progress=False)
+    assert (result.run_dir / "model" / "model.json").is_file() and not (result.run_dir / "model" / "onnx").exists()
 
 
 def test_changed_recipe_in_the_same_run_directory_is_refused(recipe: Path):

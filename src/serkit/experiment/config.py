@@ -55,7 +55,7 @@ SCHEMA: dict[str, Any] = {
     "model": {"name": str, "params": None},
     "transforms": None,  # e.g. speaker_norm = { test_statistics = "transductive" } (serkit.models.transforms)
     "protocol": {"name": str, "options": None, "val_fraction": float},
-    "run": {"seeds": list, "output": str, "cache": str, "final_model": bool, "report": bool,
+    "run": {"seeds": list, "output": str, "cache": str, "final_model": bool, "export_onnx": bool, "report": bool,
             "bootstrap": int, "max_frames": int, "batch_size": int},
     "variant": list,
 }
@@ -304,6 +304,9 @@ class RunSettings:
         output: Folder of run directories.
         cache: Feature cache root.
         final_model: Train and save a model on every utterance at the end.
+        export_onnx: Also write the final model's checked ONNX export (`serkit.inference.export`),
+            which `serkit predict` and `serkit serve` then run by default (no torch or
+            scikit-learn at start); a model kind without an export is saved without one.
         report: Write report/report.md.
         bootstrap: Speaker-bootstrap resamples for the intervals (at least 1).
         max_frames: Cut or pad frame maps to this many frames (None = longest).
@@ -314,6 +317,7 @@ class RunSettings:
     output: str = "runs"
     cache: str = "features"
     final_model: bool = True
+    export_onnx: bool = True
     report: bool = True
     bootstrap: int = 1000
     max_frames: int | None = None

@@ -439,7 +439,14 @@ def run_experiment(config: RunConfig | dict[str, Any], *, progress: bool = True)
     _write_json(metrics, run_dir / "metrics.json")
 
     if settings.final_model:
-        _final_model(config, table, manifest, extractor, run_dir, metrics)
+        model_dir = _final_model(config, table, manifest, extractor, run_dir, metrics)
+        if settings.export_onnx:  # the same model, faster to start; a kind without an export is kept as is
+            from serkit.inference.export import ensure_export
+
+            try:
+                ensure_export(model_dir)
+            except (ImportError, ValueError, RuntimeError, OSError) as exc:
+                log.warning("%s: no ONNX export written (%s); prediction runs the saved model", model_dir, exc)
     if settings.report:
         from serkit.evaluation.report import write_report
 
