@@ -34,10 +34,12 @@ The numbers depend on how busy the machine is: compare rows of the same run; run
 ``--baseline SRC`` adds, before each row, the same command with another serkit source folder
 (e.g. ``git worktree add /tmp/old <commit>`` and ``--baseline /tmp/old/src``), interleaved, so
 a change is measured before and after in one run; the models are trained with this serkit.
-``--onnx`` adds a row per model predicting through its ONNX export (``--backend onnx``: the
-classifier in onnxruntime, no torch or scikit-learn), in a copy of the model folder.
+Each kind has two rows: ``--backend torch`` (the saved torch / scikit-learn model) and the
+default command on a copy of the model folder with its ONNX export, as `serkit run` saves a
+final model (``--backend auto`` then runs the classifier in onnxruntime: no torch or
+scikit-learn).
 
-Run: nice .venv/bin/python benchmarks/bench_cold_start.py [--repeat 5] [--keep DIR] [--only NAME ...] [--baseline SRC] [--onnx]
+Run: nice .venv/bin/python benchmarks/bench_cold_start.py [--repeat 5] [--keep DIR] [--only NAME ...] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -294,9 +296,6 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, metavar="SRC",
                         help="also run every row with this serkit source folder first on PYTHONPATH (e.g. the src/ "
                         "of a git worktree of an older commit), interleaved with the others: before / after in one run")
-    parser.add_argument("--onnx", action="store_true",
-                        help="also predict with each model's ONNX export (serkit export --onnx, written into a copy of "
-                        "the model folder) through --backend onnx")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="serkit-cold-") as tmp:
         root = args.keep or Path(tmp)
@@ -308,12 +307,12 @@ def main() -> int:
             train(table, missing, root)
         clip = root / "clip.wav"
         rows = [Row("python -c 'import serkit'", [sys.executable, "-c", "import serkit"])]
-        rows += [Row(f"serkit predict ({name})", [sys.executable, "-c", CHILD, str(root / name), str(clip)])
+        rows += [Row(f"serkit predict --backend torch ({name})",
+                     [sys.executable, "-c", CHILD, str(root / name), str(clip)], options=["--backend", "torch"])
                  for name in args.only]
-        if args.onnx:
-            rows += [Row(f"serkit predict --backend onnx ({name})",
-                         [sys.executable, "-c", CHILD, str(_exported(root, name)), str(clip)], options=["--backend", "onnx"])
-                     for name in args.only]
+        rows += [Row(f"serkit predict ({name}, as trained: with its export)",
+                     [sys.executable, "-c", CHILD, str(_exported(root, name)), str(clip)])
+                 for name in args.only]
         if args.baseline is not None:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(args.baseline.resolve()),
                                                                               os.environ.get("PYTHONPATH")]))}
