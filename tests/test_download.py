@@ -84,9 +84,9 @@ class RangeHandler(BaseHTTPRequestHandler):
         if cut is not None:  # send part of the body, then drop the connection
             body = body[:cut]
             self.close_connection = True
-        self.wfile.write(body)
-        with state.lock:
+        with state.lock:  # counted before writing: the client may finish reading (and the test assert) first
             state.bytes_sent += len(body)
+        self.wfile.write(body)
 
     def _range_start(self, size: int, state: ServerState) -> int | None:
         """Send the status line for a (possibly ranged) GET; None when already answered."""
