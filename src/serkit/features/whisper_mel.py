@@ -22,11 +22,12 @@ Whisper's defaults with the encoder's mel count, as transformers does.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from serkit.features.spectral_dsp import slaney_mel_filterbank
 
 __all__ = ["WhisperLogMel", "slaney_mel_filters"]
 
@@ -37,39 +38,16 @@ _DEFAULTS = {"feature_size": 80, "sampling_rate": 16000, "hop_length": 160, "chu
 _MAX_HZ = 8000.0
 
 
-def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
-    mels = 3.0 * freq / 200.0
-    log_region = freq >= 1000.0
-    mels[log_region] = 15.0 + np.log(freq[log_region] / 1000.0) * (27.0 / np.log(6.4))
-    return mels
-
-
-def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    freq = 200.0 * mels / 3.0
-    log_region = mels >= 15.0
-    freq[log_region] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log_region] - 15.0))
-    return freq
-
-
-@lru_cache(maxsize=8)
 def slaney_mel_filters(n_mels: int, n_fft: int, sampling_rate: int) -> np.ndarray:
     """Slaney-normalised triangular mel filters from 0 Hz to 8 kHz, as Whisper uses them.
 
     Returns:
         float64 array of shape (n_fft // 2 + 1, n_mels): FFT bin -> mel band weights (the
         same numbers as ``transformers.audio_utils.mel_filter_bank(..., norm="slaney",
-        mel_scale="slaney")``). Read-only: it is cached.
+        mel_scale="slaney")``): the transpose of `slaney_mel_filterbank`, shared with the
+        spectral extractors. Read-only: it is cached.
     """
-    bins = 1 + n_fft // 2
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([_MAX_HZ]))[0], n_mels + 2))
-    fft_freqs = np.linspace(0, sampling_rate // 2, bins)
-    slopes = edges[None, :] - fft_freqs[:, None]
-    widths = np.diff(edges)
-    filters = np.maximum(0.0, np.minimum(-slopes[:, :-2] / widths[:-1], slopes[:, 2:] / widths[1:]))
-    filters *= (2.0 / (edges[2:] - edges[:-2]))[None, :]
-    filters.setflags(write=False)
-    return filters
+    return slaney_mel_filterbank(sampling_rate, n_fft, n_mels, 0.0, _MAX_HZ).T
 
 
 class WhisperLogMel:
