@@ -9,16 +9,25 @@ Front end (at the AudioSpec's rate ``sr``):
   ``n_fft`` = the next power of two (400 / 160 / 512 samples at 16 kHz).
 * Centring: frame ``t`` is centred on sample ``t * hop``; the signal is zero-padded by
   ``n_fft // 2`` on both sides (librosa's ``center=True, pad_mode="constant"``), so a signal of
-  ``N >= 1`` samples gives ``T = 1 + N // hop`` frames (101 for 1 s at 16 kHz). This padding is
-  done here and not by librosa so that signals shorter than ``n_fft`` work without warnings.
+  ``N >= 1`` samples gives ``T = 1 + N // hop`` frames (101 for 1 s at 16 kHz). The frames are
+  then taken uncentred from the padded signal, so signals shorter than ``n_fft`` need no
+  special case.
 * Power spectrogram -> Slaney-style mel filterbank (librosa defaults: ``htk=False``,
   ``norm="slaney"``) between ``fmin`` and ``fmax`` (default 0 and sr / 2).
 * Log: ``10 * log10(max(power, 10 ** (floor_db / 10)))``, i.e. dB relative to a *fixed*
-  reference power of 1.0 with a floor at ``floor_db`` (default -100 dB), via
+  reference power of 1.0 with a floor at ``floor_db`` (default -100 dB), as
   `librosa.power_to_db` with ``ref=1.0, top_db=None``. A fixed reference keeps the absolute
   level (loudness is a main arousal cue) and makes every frame independent of the rest of the
   utterance; the floor keeps digital silence finite. No ``top_db`` clipping here: clipping
   relative to the utterance peak would make frame values depend on the whole utterance.
+* MFCC: orthonormal DCT-II over the mel bands (``librosa.feature.mfcc(dct_type=2,
+  norm="ortho")``), deltas as ``librosa.feature.delta(mode="nearest")``.
+
+The DSP is numpy (`serkit.features.spectral_dsp`), not librosa: importing librosa and its first
+call cost 3 - 4 s of a cold ``serkit predict`` (scipy.signal, numba and LLVM; issue #14). The
+numbers are librosa 0.11's calls on the same padded signal to float rounding (librosa runs the
+STFT and mel sums in float32, this in float64; ``tests/test_spectral_dsp.py`` states the
+measured agreement: log-mel within 1e-4 dB, MFCCs and deltas within 1e-3).
 
 Outputs (all float32, selected with the ``outputs`` setting):
 
@@ -47,6 +56,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from serkit.data.audio import AudioSpec
+from serkit.features import spectral_dsp
 from serkit.features.base import Extractor
 
 __all__ = ["LogMelConfig", "LogMelExtractor", "MFCCConfig", "MFCCExtractor", "OUTPUTS", "utterance_stats"]
@@ -271,28 +281,26 @@ class LogMelExtractor(Extractor):
         return 1 + int(num_samples) // self.hop_length
 
     def log_mel(self, signal: np.ndarray) -> np.ndarray:
-        """The (n_mels, T) log-mel map in dB of a checked 1-D float32 signal."""
-        import librosa
+        """The (n_mels, T) float32 log-mel map in dB of a checked 1-D float32 signal."""
+        return self._log_mel64(signal).astype(np.float32)
 
+    def _log_mel64(self, signal: np.ndarray) -> np.ndarray:
+        """`log_mel` in float64, before rounding (the MFCCs start from it)."""
         cfg = self.config
-        # Centre frames by padding here (same as center=True, pad_mode="constant"), so that
-        # signals shorter than n_fft need no special case in librosa.
+        # Centre frames by padding here (same as librosa's center=True, pad_mode="constant"),
+        # so that signals shorter than n_fft need no special case.
         padded = np.pad(signal, self.n_fft // 2)
-        power = librosa.feature.melspectrogram(
-            y=padded,
-            sr=self.spec.sampling_rate,
+        power = spectral_dsp.mel_power_spectrogram(
+            padded,
+            self.spec.sampling_rate,
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             win_length=self.win_length,
-            window="hann",
-            center=False,
-            power=2.0,
             n_mels=cfg.n_mels,
             fmin=cfg.fmin,
             fmax=self.fmax,
         )
-        log_power = librosa.power_to_db(power, ref=1.0, amin=10.0 ** (cfg.floor_db / 10.0), top_db=None)
-        return log_power.astype(np.float32, copy=False)
+        return spectral_dsp.power_to_db(power, amin=10.0 ** (cfg.floor_db / 10.0))
 
     def frames(self, signal: np.ndarray) -> np.ndarray:
         """The (T, F) frame map of a checked signal; subclasses change what F holds."""
@@ -348,16 +356,14 @@ class MFCCExtractor(LogMelExtractor):
     _image_in_db: ClassVar[bool] = False
 
     def frames(self, signal: np.ndarray) -> np.ndarray:
-        """The (T, n_mfcc * (1 + deltas)) MFCC map of a checked signal."""
-        import librosa
-
+        """The (T, n_mfcc * (1 + deltas)) float32 MFCC map of a checked signal."""
         cfg = self.config
-        cepstra = librosa.feature.mfcc(S=self.log_mel(signal), n_mfcc=cfg.n_mfcc, dct_type=2, norm="ortho")
+        cepstra = spectral_dsp.mfcc(self._log_mel64(signal), cfg.n_mfcc)
         if cfg.cmn:
             cepstra = cepstra - cepstra.mean(axis=1, keepdims=True)
         blocks = [cepstra]
         for order in range(1, cfg.deltas + 1):
-            blocks.append(librosa.feature.delta(cepstra, width=cfg.delta_width, order=order, mode="nearest"))
+            blocks.append(spectral_dsp.delta(cepstra, width=cfg.delta_width, order=order))
         return np.ascontiguousarray(np.concatenate(blocks, axis=0).T, dtype=np.float32)
 
     def frame_names(self) -> list[str]:
