@@ -106,7 +106,8 @@ def slaney_mel_filterbank(sampling_rate: float, n_fft: int, n_mels: int, fmin: f
     """
     fmax = sampling_rate / 2.0 if fmax is None else float(fmax)
     if sampling_rate <= 0 or n_fft < 1 or n_mels < 1:
-        raise ValueError(f"mel filterbank: need sampling_rate, n_fft, n_mels > 0, got {sampling_rate}, {n_fft}, {n_mels}")
+        raise ValueError(
+            f"mel filterbank: need sampling_rate, n_fft, n_mels > 0, got {sampling_rate}, {n_fft}, {n_mels}")
     if not 0.0 <= fmin < fmax:
         raise ValueError(f"mel filterbank: need 0 <= fmin < fmax, got fmin={fmin} Hz, fmax={fmax} Hz")
     bin_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sampling_rate)
