@@ -110,6 +110,14 @@ def test_mel_power_is_librosa_melspectrogram(fmin: float, fmax: float | None) ->
     _close(dsp.mel_power_spectrogram(y, 16000, 512, 160, 400, n_mels=40, fmin=fmin, fmax=fmax), expected)
 
 
+def test_mel_power_is_the_filterbank_times_the_power_even_with_empty_bands() -> None:
+    y = np.pad(voiced(0.5).astype(np.float64), 32)
+    filters = dsp.slaney_mel_filterbank(16000, 64, 48)  # 48 bands on 33 bins: some are empty
+    assert not filters.any(axis=1).all()
+    expected = filters @ dsp.power_spectrogram(y, 64, 16, 48)
+    _close(dsp.mel_power_spectrogram(y, 16000, 64, 16, 48, n_mels=48), expected)
+
+
 def test_mel_power_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     y = np.pad(voiced(1.0), 256)
     whole = dsp.mel_power_spectrogram(y, 16000, 512, 160, 400, n_mels=40)

@@ -236,14 +236,31 @@ def mel_power_spectrogram(signal: np.ndarray, sampling_rate: float, n_fft: int, 
     """
     win_length = n_fft if win_length is None else win_length
     hann_window(win_length, n_fft)  # checks the lengths
-    filters_t = slaney_mel_filterbank(sampling_rate, n_fft, n_mels, fmin, fmax).T
+    filters = slaney_mel_filterbank(sampling_rate, n_fft, n_mels, fmin, fmax)
     signal = _check_framing(signal, n_fft, hop_length)
     count = 1 + (signal.size - n_fft) // hop_length
-    mel = np.empty((count, n_mels))
+    mel = np.empty((n_mels, count))
     for frames in _frame_blocks(count, n_fft):
         samples = signal[frames.start * hop_length:(frames.stop - 1) * hop_length + n_fft]
-        mel[frames] = _frame_power(samples, n_fft, hop_length, win_length) @ filters_t
-    return mel.T
+        _apply_filters(filters, _frame_power(samples, n_fft, hop_length, win_length), mel[:, frames])
+    return mel
+
+
+def _apply_filters(filters: np.ndarray, power: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = filters @ power.T``, summing each band over its non-zero bins only.
+
+    A triangle spans a few bins, so this is 20 - 65x fewer products than the dense matrix
+    product (40 - 128 bands at n_fft = 512), and it stays out of the threaded BLAS matrix
+    product, whose threads cost more than they save on products this small (on two busy cores
+    the dense product made 7 s of MFCCs several times slower).
+    """
+    for band, weights in enumerate(filters):
+        support = np.flatnonzero(weights)
+        if support.size == 0:  # an empty band (more bands than bins can resolve)
+            out[band] = 0.0
+            continue
+        low, high = support[0], support[-1] + 1
+        np.dot(power[:, low:high], weights[low:high], out=out[band])
 
 
 def power_to_db(power: np.ndarray, amin: float = 1e-10) -> np.ndarray:
