@@ -5,7 +5,7 @@ maps and on Whisper tiny.en frame maps, an SVM on Whisper tiny.en pooled statist
 eGeMAPS functionals. A fresh Python process then loads each with `Predictor.load`, predicts one
 short clip and reports which modules it imported: never Lightning (the training loop), and no
 library that neither its features nor its classifier use (no torch for an SVM, no torch or
-transformers for Whisper features through CTranslate2, no librosa / numba for Whisper features,
+transformers for Whisper features through CTranslate2, no librosa / numba for MFCC or Whisper features,
 no scikit-learn, scipy or pandas for a CNN on Whisper features, no skops for a CNN), and no
 skops default type listing (it imports every scikit-learn package, ``sklearn.ensemble`` too).
 """
@@ -157,6 +157,8 @@ def test_predicting_with_a_saved_cnn_does_not_import_lightning(cnn_model: Path, 
     _assert_not_imported(modules, TRAINING, "prediction imported training machinery")
     _assert_not_imported(modules, ("skops", "transformers", "ctranslate2", "opensmile", "sklearn", "pandas"),
                          "an MFCC CNN imported what neither MFCCs nor a CNN use")
+    # MFCCs in numpy (features/spectral_dsp.py): librosa's import and numba's start took 3-4 s
+    _assert_not_imported(modules, ("librosa", "numba", "llvmlite", "scipy.signal"), "MFCC features imported librosa's stack")
 
 
 def test_an_egemaps_svm_predicts_without_torch(egemaps_svm: Path, tmp_path: Path) -> None:
