@@ -1,8 +1,9 @@
 """Benchmark: the HTTP service (`serkit serve`) against calling the Predictor directly.
 
-Two models are trained on serkit's synthetic corpus (or ``--model DIR`` is used): an SVM on
-Whisper tiny.en pooled features (``{kind="whisper", model="whisper-tiny.en", mode="native",
-window="30s"}``, real weights from the ``whisper`` extra) and an eGeMAPS SVM. Per model, the
+Models are trained on serkit's synthetic corpus (or ``--model DIR`` is used): an SVM on
+Whisper tiny.en pooled features (``whisper``: ``{kind="whisper", model="whisper-tiny.en",
+mode="native", window="30s"}``, real weights from the ``whisper`` extra; ``whisper_clip``: the
+demo's setting, 7 s clips with ``window="clip"``) and an eGeMAPS SVM (``egemaps``). Per model, the
 service is started as ``serkit serve`` in a child process on 127.0.0.1 with an ephemeral port,
 and N uploads (multipart WAV, about 2 to 4 s each) are sent at concurrency 1, 8 and 32 with
 httpx. Reported per level: throughput, p50 / p99 latency, errors, throughput over concurrency
@@ -24,7 +25,7 @@ upload and then sends one byte a second; meanwhile one normal client uploads cli
 another for ``--window`` seconds. Reported per level: the uploads the server holds, requests
 served (200), 503s, other errors and the normal client's latency; level 0 is the baseline.
 
-Run: nice .venv/bin/python benchmarks/bench_serve.py [--features whisper egemaps] [--requests 64]
+Run: nice .venv/bin/python benchmarks/bench_serve.py [--features whisper_clip whisper egemaps] [--requests 64]
          [--levels 1 8 32] [--model DIR]
      nice .venv/bin/python benchmarks/bench_serve.py --features egemaps --slow-clients 80 200 [--window 10]
 """
