@@ -33,10 +33,13 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_variable, _share)
 
-#: Test files that take the longest (measured on 2 cores), started first so that the two
-#: workers of `make test` do not end with one of them alone on a long file.
-_LONGEST_FILES = ("test_models_torch_learning.py", "test_models_svm.py", "test_features_whisper.py",
-                  "test_models_torch.py", "test_extract.py", "test_inference.py", "test_service.py")
+#: Test files that take the longest, longest first (seconds per file under `make test` on 2
+#: cores, 2026-11-30: 197 151 134 103 84 47 46 43 39 35 31 25), started first so that the two
+#: workers do not end with one of them alone on a long file.
+_LONGEST_FILES = ("test_models_torch_learning.py", "test_models_torch.py", "test_models_svm.py",
+                  "test_features_whisper.py", "test_service.py", "test_features_ssl.py",
+                  "test_service_batching.py", "test_experiment.py", "test_cold_start.py", "test_inference.py",
+                  "test_datasets.py", "test_extract.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -384,7 +384,8 @@ def test_onnx_backend_refuses_missing_or_stale_exports(models, exported, tmp_pat
         Predictor.load(copy, backend="onnx")
 
 
-def test_auto_backend_runs_the_export_only_when_it_was_made_from_these_model_files(models, exported, tmp_path, monkeypatch):
+def test_auto_backend_runs_the_export_only_when_it_was_made_from_these_model_files(models, exported, tmp_path, monkeypatch,
+                                                                                     caplog):
     import shutil
 
     from serkit.inference import loading
@@ -406,14 +407,21 @@ def test_auto_backend_runs_the_export_only_when_it_was_made_from_these_model_fil
     info = loading._model_info(copy, meta)
     assert loading.resolve_backend(copy, info) == (
         "torch", "the ONNX export was made from other model files (the model was saved again after it)")
-    stale = Predictor.load(copy)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="serkit.inference.loading"):
+        stale = Predictor.load(copy)
     assert stale.backend == "torch" and not isinstance(stale.model, OnnxClassifier)
+    [record] = [r for r in caplog.records if r.name == "serkit.inference.loading"]
+    assert record.levelname == "WARNING" and "saved again" in record.getMessage()  # the user expected the export
     with pytest.raises(ModelFormatError, match="saved again"):
         Predictor.load(copy, backend="onnx")
-    # no export at all
+    # no export at all: the saved model, said at INFO only
     shutil.rmtree(copy / EXPORT_DIR)
     assert loading.resolve_backend(copy, info)[0] == "torch"
-    assert Predictor.load(copy).backend == "torch"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="serkit.inference.loading"):
+        assert Predictor.load(copy).backend == "torch"
+    assert [r.levelname for r in caplog.records if r.name == "serkit.inference.loading"] == ["INFO"]
 
 
 def test_encoder_export_needs_ssl_features(models):

@@ -84,7 +84,9 @@ def load_parts(folder: Path, backend: str, workdir: Path | None) -> ModelParts:
     reason = ""
     if backend == "auto":
         backend, reason = resolve_backend(folder, info)
-        logger.info("%s: %s backend (%s)", folder, backend, reason)
+        # an export that is there but cannot be used is worth a warning: its user expects the fast path
+        level = logging.WARNING if backend == "torch" and _has_export(folder) else logging.INFO
+        logger.log(level, "%s: %s backend (%s)", folder, backend, reason)
     try:
         transform = load_transform(folder, info.meta.get("transform"))
     except (KeyError, ValueError) as exc:
@@ -175,6 +177,12 @@ def _build_features(model_dir: Path, info: ModelInfo, backend: str) -> Extractor
         return extractor_from_identity(identity, **changes)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{model_dir}: cannot rebuild the feature extractor from model.json ({exc})") from None
+
+
+def _has_export(model_dir: Path) -> bool:
+    from serkit.inference import export
+
+    return export.read_export_record(model_dir) is not None
 
 
 def _has_onnx_encoder(model_dir: Path) -> bool:

@@ -79,8 +79,13 @@ def _check_limits(batch_wait_ms: float, counts: dict[str, int], seconds: dict[st
 
 
 def _model_name(predictor: Any) -> str:
+    """The model folder's name; with its run's name for `serkit run`'s ``RUN/VARIANT/model`` folders."""
     folder = getattr(predictor, "model_dir", None)
-    return os.path.basename(os.fspath(folder)) if folder is not None else "model"
+    if folder is None:
+        return "model"
+    path = os.path.normpath(os.path.abspath(os.fspath(folder)))
+    name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+    return f"{parent}/{name}" if name == "model" and parent else name
 
 
 def _known_speakers(predictor: Any) -> list[str]:
