@@ -733,7 +733,7 @@ def test_web_page_in_headless_chromium(browser, url, predictor, clips, tmp_path:
     expected = predictor.predict_file(clips["angry"])
 
     driver.get(url + "/")
-    _wait(driver, lambda d: d.find_element(By.ID, "model").text == "model")
+    _wait(driver, lambda d: d.find_element(By.ID, "model").text == f"{predictor.model_dir.parent.name}/model")
     assert not driver.find_element(By.ID, "submit").is_enabled()  # nothing chosen yet
 
     # Upload a clip: the label, and one bar per label, widest for the predicted one.
@@ -793,7 +793,7 @@ def test_web_page_shows_quality_warnings_and_refusals(url, predictor, clips, tmp
     silent.write_bytes(made["silent"])
     with chromium(tmp_path, microphone=quiet) as driver:
         driver.get(url + "/")
-        _wait(driver, lambda d: d.find_element(By.ID, "model").text == "model")
+        _wait(driver, lambda d: d.find_element(By.ID, "model").text == f"{predictor.model_dir.parent.name}/model")
         assert not driver.find_element(By.ID, "warnings").is_displayed()
 
         driver.find_element(By.ID, "record").click()
@@ -821,7 +821,7 @@ def test_web_page_shows_quality_warnings_and_refusals(url, predictor, clips, tmp
     # A microphone that records zeros (muted): the recording is refused with the same reason.
     with chromium(tmp_path / "muted", microphone=silent) as driver:
         driver.get(url + "/")
-        _wait(driver, lambda d: d.find_element(By.ID, "model").text == "model")
+        _wait(driver, lambda d: d.find_element(By.ID, "model").text == f"{predictor.model_dir.parent.name}/model")
         driver.find_element(By.ID, "record").click()
         _wait(driver, lambda d: "Stop" in d.find_element(By.ID, "record").text)
         time.sleep(1)
