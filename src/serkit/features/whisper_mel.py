@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from serkit.features.spectral_dsp import slaney_mel_filterbank
+from serkit.features.spectral_dsp import power_spectrogram, slaney_mel_filterbank
 
 __all__ = ["WhisperLogMel", "slaney_mel_filters"]
 
@@ -72,7 +72,6 @@ class WhisperLogMel:
         self.n_fft = int(n_fft)
         self.padding_value = float(padding_value)
         self.n_samples = self.chunk_length * self.sampling_rate
-        self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n_fft) / self.n_fft)  # periodic Hann
         self.filters = slaney_mel_filters(self.feature_size, self.n_fft, self.sampling_rate)
 
     @classmethod
@@ -128,10 +127,8 @@ class WhisperLogMel:
         """(feature_size, frames) log-mel of one padded signal."""
         half = self.n_fft // 2
         padded = np.pad(signal.astype(np.float64), half, mode="reflect")  # torch.stft(center=True)
-        frames = 1 + (len(padded) - self.n_fft) // self.hop_length
-        windows = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop_length][:frames]
-        power = np.abs(np.fft.rfft(windows * self.window, axis=-1)[:-1]) ** 2  # the last frame dropped
-        log_spec = np.log10(np.maximum(power @ self.filters, 1e-10)).T
+        power = power_spectrogram(padded, self.n_fft, self.hop_length)[:, :-1]  # periodic Hann; last frame dropped
+        log_spec = np.log10(np.maximum(self.filters.T @ power, 1e-10))
         log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
         return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
